@@ -1,0 +1,681 @@
+"""How much does tierwise cost per request, next to the least any proxy can cost? One command:
+
+    python bench/overhead.py [--requests N] [--duration S] [--concurrency 1,10,50] [--json out.json]
+
+In one run, against one fast fake upstream (``tests/fakes/upstream.py``, its own process), it measures
+  * ``upstream``: the upstream directly — the ceiling of this load generator and upstream;
+  * ``passthrough``: ``bench/passthrough.py``, a bare aiohttp proxy — the reference floor;
+  * ``tierwise``: ``tierwise serve`` as a user runs it: ``model="auto"``, the built-in rules, the SQLite
+    ledger on, every response header;
+  * ``tierwise-noledger``: the same with ``storage.ledger: none``, to show the ledger's share.
+For each and each concurrency: requests/s, p50/p99 latency, CPU ms per request of the served process
+(user + system, with its children) and its peak RSS; then tierwise's ratios to the pass-through of the
+same run against the project's targets. Each system under test gets a CPU of its own when the machine
+has two or more; the load generator (this process) shares the other with the upstream. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEMS = ("upstream", "passthrough", "tierwise", "tierwise-noledger")
+LABELS = {
+    "upstream": "upstream (direct)",
+    "passthrough": "pass-through proxy",
+    "tierwise": "tierwise",
+    "tierwise-noledger": "tierwise, ledger none",
+}
+TARGETS = {
+    "rps_ratio_min": 0.70,
+    "p50_ratio_c1_max": 1.2,
+    "cpu_ms_per_request_max": 0.6,
+    "peak_rss_mb_max": 120,
+}
+KEY = "sk-bench-0123456789"  # sent to the fake upstream, which accepts anything
+# A small, realistic request: ~60 tokens, non-streamed, answered with one word.
+BODY = orjson.dumps(
+    {
+        "model": "auto",
+        "messages": [
+            {"role": "system", "content": "You are a precise text classifier. Answer with one word."},
+            {
+                "role": "user",
+                "content": "Classify the sentiment of this customer review as positive, negative or "
+                "neutral.\n\nReview: I ordered the blue jacket two weeks ago. It arrived on time and fits "
+                "well, but the zipper broke after three days and support has not answered my emails yet.",
+            },
+        ],
+        "temperature": 0,
+        "max_tokens": 5,
+    }
+)
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+DRIVER_BUSY_LIMIT = 90  # % of a core: above it the load generator, not the system, sets the pace
+MAX_ERRORS = 50  # a cell with more failed requests than this stops: the figures would mean nothing
+
+
+# -- processes --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One server process in its own process group, pinned to ``cpus``, output to a log file."""
+
+    def __init__(self, name: str, argv: list[str], *, port: int, cpus: set[int] | None, logdir: Path) -> None:
+        self.name = name
+        self.port = port
+        self.log = logdir / f"{name}.log"
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TIERWISE_BENCH_KEY": KEY}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        if cpus:
+            os.sched_setaffinity(self.proc.pid, cpus)  # before it starts any thread: they inherit it
+        self.ps = psutil.Process(self.proc.pid)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Until the port accepts connections; raise with the log's tail if the process died or hung."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"{self.name} did not listen on port {self.port} within {timeout} s:\n{self.tail()}"
+        )
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the process, its reaped children and its live ones."""
+        times = self.ps.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in self.ps.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+        return total
+
+    def rss(self) -> int:
+        return self.ps.memory_info().rss
+
+    def hwm(self) -> int:
+        """The kernel's high-water mark of the resident set (VmHWM), over the process's life."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return self.rss()
+
+    def stop(self) -> None:
+        """SIGTERM to the group (tierwise drains and flushes its ledger), SIGKILL after 10 s."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        with contextlib.suppress(ProcessLookupError):  # anything the group left behind
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def cpu_plan(pin: bool) -> tuple[set[int] | None, set[int] | None, set[int] | None]:
+    """CPUs for (load generator, upstream, system under test): the system under test alone when possible."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None, None
+    if len(cpus) == 2:
+        return {cpus[0]}, {cpus[0]}, {cpus[1]}
+    return {cpus[0]}, {cpus[1]}, {cpus[2]}
+
+
+# -- load ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """One system at one concurrency."""
+
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_ms_per_request: float
+    peak_rss_mb: float
+    driver_busy_pct: float  # the busiest core of the load generator and the upstream, % of one core
+
+
+async def _drive(
+    session: aiohttp.ClientSession, url: str, concurrency: int, count: int, deadline: float
+) -> tuple[list[float], int]:
+    """``concurrency`` workers send ``count`` requests between them, stopping early at ``deadline``."""
+    latencies: list[float] = []
+    state = {"left": count, "errors": 0}
+    clock = time.perf_counter
+
+    async def worker() -> None:
+        while state["left"] > 0 and clock() < deadline and state["errors"] <= MAX_ERRORS:
+            state["left"] -= 1
+            started = clock()
+            try:
+                async with session.post(url, data=BODY, headers=HEADERS) as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+            except (aiohttp.ClientError, OSError):
+                ok = False
+            if ok:
+                latencies.append(clock() - started)
+            else:
+                state["errors"] += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, state["errors"]
+
+
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+async def measure(
+    server: Server,
+    upstream: Server,
+    url: str,
+    *,
+    concurrency: int,
+    requests: int,
+    duration: float,
+    warmup: int,
+    shared_core: bool,
+) -> Cell:
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await _drive(
+            session, url, concurrency, warmup, time.perf_counter() + 30
+        )  # also opens the connections
+        peak = server.rss()
+        sampling = True
+
+        async def sample() -> None:
+            nonlocal peak
+            while sampling:
+                peak = max(peak, server.rss())
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        me = psutil.Process()
+        cpu_before = server.cpu_seconds()
+        driver_before = (_cpu(me), _cpu(upstream.ps))
+        started = time.perf_counter()
+        latencies, errors = await _drive(session, url, concurrency, requests, started + duration)
+        seconds = time.perf_counter() - started
+        cpu = server.cpu_seconds() - cpu_before
+        load_cpu, upstream_cpu = _cpu(me) - driver_before[0], _cpu(upstream.ps) - driver_before[1]
+        driver = load_cpu + upstream_cpu if shared_core else max(load_cpu, upstream_cpu)
+        sampling = False
+        await sampler
+        peak = max(peak, server.rss())
+    latencies.sort()
+    n = len(latencies)
+    if errors > MAX_ERRORS or not n:
+        raise RuntimeError(
+            f"{server.name}: {errors} failed requests at concurrency {concurrency}:\n{server.tail()}"
+        )
+    return Cell(
+        concurrency=concurrency,
+        requests=n,
+        errors=errors,
+        seconds=round(seconds, 3),
+        rps=round(n / seconds, 1),
+        p50_ms=round(latencies[(n - 1) // 2] * 1000, 3),
+        p99_ms=round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3),
+        cpu_ms_per_request=round(cpu * 1000 / n, 3),
+        peak_rss_mb=round(peak / 2**20, 1),
+        driver_busy_pct=round(driver * 100 / seconds, 1),
+    )
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+def tierwise_config(upstream: str, ledger: str) -> dict[str, Any]:
+    """Three providers on the one fake upstream, one model per tier; no policy section (built-in rules)."""
+    providers = {
+        name: {"kind": "openai", "base_url": upstream, "api_key_env": "TIERWISE_BENCH_KEY"}
+        for name in ("cheap", "middle", "strong")
+    }
+    models = [
+        {
+            "name": "draft-1",
+            "provider": "cheap",
+            "upstream": "cheap-model",
+            "tier": "draft",
+            "context_window": 16_000,
+            "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+        },
+        {
+            "name": "review-1",
+            "provider": "middle",
+            "upstream": "middle-model",
+            "tier": "review",
+            "context_window": 128_000,
+            "price": {"input_per_mtok": 1.0, "output_per_mtok": 4.0},
+        },
+        {
+            "name": "exec-1",
+            "provider": "strong",
+            "upstream": "strong-model",
+            "tier": "execution",
+            "context_window": 200_000,
+            "price": {"input_per_mtok": 3.0, "output_per_mtok": 15.0},
+        },
+    ]
+    return {"providers": providers, "models": models, "storage": {"ledger": ledger}}
+
+
+def ledger_rows(path: Path) -> int | None:
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM requests").fetchone()[0])
+
+
+async def run(args: argparse.Namespace, servers: list[Server], workdir: Path) -> dict[str, Any]:
+    py = sys.executable
+    load_cpus, upstream_cpus, sut_cpus = cpu_plan(not args.no_pin)
+    if load_cpus:
+        os.sched_setaffinity(0, load_cpus)
+    port = free_port()
+    upstream = Server(
+        "upstream",
+        [py, "-m", "tests.fakes.upstream", "--kind", "openai", "--port", str(port), "--reply", "Negative"],
+        port=port,
+        cpus=upstream_cpus,
+        logdir=workdir,
+    )
+    servers.append(upstream)
+    upstream.wait_ready()
+    upstream_url = f"http://127.0.0.1:{port}/v1"
+
+    # Every system is started first and measured level by level, so all systems see each level in
+    # the same minute of the machine's life (a VM's neighbours are not constant). Idle ones cost nothing.
+    under_test: dict[str, Server] = {}
+    for system in args.systems:
+        if system == "upstream":
+            under_test[system] = upstream
+            continue
+        port = free_port()
+        if system == "passthrough":
+            argv = [
+                py,
+                str(ROOT / "bench" / "passthrough.py"),
+                "--upstream",
+                upstream_url,
+                "--port",
+                str(port),
+            ]
+        else:
+            ledger = "none" if system == "tierwise-noledger" else f"sqlite:///{workdir / 'tierwise.db'}"
+            config = workdir / f"{system}.yaml"
+            config.write_bytes(orjson.dumps(tierwise_config(upstream_url, ledger)))  # JSON is YAML
+            argv = [py, "-m", "tierwise.cli", "serve", "--config", str(config), "--port", str(port)]
+            argv += ["--shutdown-timeout", "5"]
+        server = Server(system, argv, port=port, cpus=sut_cpus, logdir=workdir)
+        servers.append(server)
+        under_test[system] = server
+    for server in under_test.values():
+        server.wait_ready()
+
+    # Each cell is measured once per round; the round with the most requests/s is reported (noise on a
+    # shared machine only ever slows a run down), the others go to the JSON.
+    rounds: dict[str, dict[int, list[Cell]]] = {s: {c: [] for c in args.concurrency} for s in args.systems}
+    for n in range(args.rounds):
+        for concurrency in args.concurrency:
+            for system, server in under_test.items():
+                url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+                cell = await measure(
+                    server,
+                    upstream,
+                    url,
+                    concurrency=concurrency,
+                    requests=args.requests,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    shared_core=bool(load_cpus) and load_cpus == upstream_cpus,
+                )
+                rounds[system][concurrency].append(cell)
+                progress = f"round {n + 1} {LABELS[system]:<22} c={concurrency:<3} {cell.rps:>8.0f} req/s"
+                print(f"  {progress}  p50 {cell.p50_ms:.2f} ms", file=sys.stderr, flush=True)
+    results = {
+        s: {c: max(cells, key=lambda cell: cell.rps) for c, cells in by_c.items()}
+        for s, by_c in rounds.items()
+    }
+    extra: dict[str, Any] = {
+        s: {"peak_rss_mb_vmhwm": round(sv.hwm() / 2**20, 1)} for s, sv in under_test.items()
+    }
+    if "tierwise" in under_test:
+        under_test["tierwise"].stop()  # drains and flushes the ledger
+        cells = [cell for by_c in rounds["tierwise"].values() for cell in by_c]
+        served = len(cells) * args.warmup + sum(cell.requests for cell in cells)
+        extra["tierwise"]["ledger_rows"] = ledger_rows(workdir / "tierwise.db")
+        extra["tierwise"]["requests_sent"] = served
+    pinned = [sorted(c) if c else None for c in (load_cpus, upstream_cpus, sut_cpus)]
+    return {"results": results, "rounds": rounds, "extra": extra, "cpus": pinned}
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def ratios(results: dict[str, dict[int, Cell]], extra: dict[str, Any], system: str) -> dict[str, Any]:
+    """``system`` against the pass-through of the same run, and which targets it meets."""
+    base, mine = results["passthrough"], results[system]
+    levels = sorted(mine)
+    low = levels[0]  # the latency level: 1 by default
+    rps = {c: round(mine[c].rps / base[c].rps, 3) for c in levels}
+    p50 = {c: round(mine[c].p50_ms / base[c].p50_ms, 3) for c in levels}
+    cpu = {c: mine[c].cpu_ms_per_request for c in levels}
+    rss = extra[system]["peak_rss_mb_vmhwm"]
+    out: dict[str, Any] = {
+        "rps_ratio": rps,
+        "p50_ratio": p50,
+        "cpu_ms_per_request": cpu,
+        "peak_rss_mb": rss,
+        "met": {
+            "rps_ratio": min(rps.values()) >= TARGETS["rps_ratio_min"],
+            "p50_ratio_c1": p50[low] <= TARGETS["p50_ratio_c1_max"],
+            "cpu_ms_per_request": max(cpu.values()) <= TARGETS["cpu_ms_per_request_max"],
+            "peak_rss_mb": rss <= TARGETS["peak_rss_mb_max"],
+        },
+    }
+    if "upstream" in results:
+        out["added_p50_ms"] = {c: round(mine[c].p50_ms - results["upstream"][c].p50_ms, 3) for c in levels}
+    return out
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    """Rows of cells as aligned text: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(map(len, rows)))]
+    return [
+        indent
+        + "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        for row in rows
+    ]
+
+
+def render(report: dict[str, Any]) -> str:
+    results: dict[str, dict[int, Cell]] = report["results"]
+    extra = report["extra"]
+    levels = sorted(next(iter(results.values())))
+    lines: list[str] = []
+    for c in levels:
+        rows = [["system", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "peak RSS MB", "driver busy"]]
+        for system, cells in results.items():
+            cell = cells[c]
+            rows.append(
+                [
+                    LABELS[system],
+                    f"{cell.rps:.0f}",
+                    f"{cell.p50_ms:.2f}",
+                    f"{cell.p99_ms:.2f}",
+                    f"{cell.cpu_ms_per_request:.3f}",
+                    f"{cell.peak_rss_mb:.1f}",
+                    f"{cell.driver_busy_pct:.0f}%",
+                ]
+            )
+        lines += [f"\nconcurrency {c}", *_table(rows)]
+    bound = [
+        f"{LABELS[s]} at c={c}"
+        for s, cells in results.items()
+        if s != "upstream"
+        for c, cell in cells.items()
+        if cell.driver_busy_pct >= DRIVER_BUSY_LIMIT
+    ]
+    if bound:
+        lines.append(
+            f"\nnote: the core of the load generator and the upstream was ≥ {DRIVER_BUSY_LIMIT}% busy for "
+            f"{', '.join(bound)}: there req/s is the load generator's limit, a lower bound of the system's."
+        )
+    if "upstream" in results and "passthrough" in results:
+        slow = [c for c in levels if results["upstream"][c].rps < 1.5 * results["passthrough"][c].rps]
+        if slow:
+            lines.append(
+                f"note: at c={slow} the direct upstream does not reach 1.5× the pass-through's req/s."
+            )
+    low = levels[0]
+    for system, r in report["ratios"].items():
+        verdict = {k: "met" if v else "NOT MET" for k, v in r["met"].items()}
+        rows = [[f"{LABELS[system]} vs the pass-through", *(f"c={c}" for c in levels), "target", ""]]
+        rows.append(
+            [
+                "requests/s ratio",
+                *(f"{r['rps_ratio'][c]:.2f}" for c in levels),
+                f"≥ {TARGETS['rps_ratio_min']:.2f} at every c",
+                verdict["rps_ratio"],
+            ]
+        )
+        rows.append(
+            [
+                "p50 latency ratio",
+                *(f"{r['p50_ratio'][c]:.2f}×" for c in levels),
+                f"≤ {TARGETS['p50_ratio_c1_max']}× at c={low}",
+                verdict["p50_ratio_c1"],
+            ]
+        )
+        rows.append(
+            [
+                "CPU ms/request",
+                *(f"{r['cpu_ms_per_request'][c]:.3f}" for c in levels),
+                f"≤ {TARGETS['cpu_ms_per_request_max']} at every c",
+                verdict["cpu_ms_per_request"],
+            ]
+        )
+        rows.append(
+            [
+                "peak RSS MB (VmHWM)",
+                f"{r['peak_rss_mb']:.1f}",
+                *([""] * (len(levels) - 1)),
+                f"≤ {TARGETS['peak_rss_mb_max']}",
+                verdict["peak_rss_mb"],
+            ]
+        )
+        if "added_p50_ms" in r:
+            rows.append(
+                ["added p50 vs direct, ms", *(f"+{r['added_p50_ms'][c]:.2f}" for c in levels), "", ""]
+            )
+        lines += ["", *_table(rows, indent="")]
+    if "upstream" in results:
+        added = ", ".join(
+            f"{LABELS[s]} +{results[s][low].p50_ms - results['upstream'][low].p50_ms:.2f} ms"
+            for s in results
+            if s != "upstream"
+        )
+        lines.append(f"\nadded latency at c={low} (p50 minus the direct upstream's p50): {added}")
+    if "tierwise" in results and "tierwise-noledger" in results:
+        with_ledger, without = results["tierwise"], results["tierwise-noledger"]
+        share = ", ".join(
+            f"c={c}: {1 - without[c].cpu_ms_per_request / with_ledger[c].cpu_ms_per_request:.0%}"
+            for c in levels
+        )
+        lines.append(f"the SQLite ledger's share of tierwise CPU per request: {share}")
+    if "ledger_rows" in extra.get("tierwise", {}):
+        rows_written, sent = extra["tierwise"]["ledger_rows"], extra["tierwise"]["requests_sent"]
+        lines.append(f"ledger rows written by tierwise: {rows_written} (successful requests sent: {sent})")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    try:
+        import uvloop
+
+        loop = f"uvloop {uvloop.__version__}"
+    except ImportError:
+        loop = "asyncio"
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        ),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "aiohttp": aiohttp.__version__,
+        "loop": loop,
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--requests", type=int, default=5000, help="measured requests per system and concurrency"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="at most this many seconds per measurement"
+    )
+    parser.add_argument("--warmup", type=int, default=200, help="requests sent before each measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="measure every cell this many times; report the best"
+    )
+    parser.add_argument(
+        "--concurrency", default="1,10,50", help="comma-separated levels; the first is the latency one"
+    )
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.systems = [s.strip() for s in args.systems.split(",")]
+    unknown = set(args.systems) - set(SYSTEMS)
+    if (
+        unknown
+        or any(c < 1 for c in args.concurrency)
+        or min(args.requests, args.rounds) < 1
+        or args.duration <= 0
+    ):
+        parser.error(
+            f"bad --systems {sorted(unknown)} or a non-positive number" if unknown else "numbers must be > 0"
+        )
+    return args
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM and SIGHUP clean up like Ctrl-C
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    servers: list[Server] = []
+    try:
+        import uvloop
+
+        loop_run = uvloop.run
+    except ImportError:
+        loop_run = asyncio.run
+    with tempfile.TemporaryDirectory(prefix="tierwise-bench-") as tmp:
+        try:
+            measured = loop_run(run(args, servers, Path(tmp)))
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return 130
+        finally:
+            for server in reversed(servers):
+                server.stop()
+    results, extra = measured["results"], measured["extra"]
+    report: dict[str, Any] = {"results": results, "extra": extra, "ratios": {}}
+    if "passthrough" in results:
+        for system in ("tierwise", "tierwise-noledger"):
+            if system in results:
+                report["ratios"][system] = ratios(results, extra, system)
+    info = machine()
+    load_cpus, upstream_cpus, sut_cpus = measured["cpus"]
+    print(
+        f"machine: {info['cpus']} CPUs ({info['cpu_model']}), Python {info['python']}, "
+        f"aiohttp {info['aiohttp']}, {info['loop']}"
+    )
+    print(
+        f"pinned to CPUs: load generator {load_cpus}, upstream {upstream_cpus}, system under test {sut_cpus}"
+    )
+    print(
+        f"each cell: {args.warmup} warm-up requests, then {args.requests} requests or {args.duration} s, "
+        f"best of {args.rounds} rounds by req/s"
+    )
+    print(render(report))
+    if args.json:
+        doc = {
+            "machine": info,
+            "pinning": {
+                "load_generator": load_cpus,
+                "upstream": upstream_cpus,
+                "system_under_test": sut_cpus,
+            },
+            "settings": {
+                k: getattr(args, k)
+                for k in ("requests", "duration", "warmup", "rounds", "concurrency", "systems")
+            },
+            "targets": TARGETS,
+            "rounds": {
+                s: {str(c): [asdict(cell) for cell in cells] for c, cells in by_c.items()}
+                for s, by_c in measured["rounds"].items()
+            },
+            "results": {
+                s: {str(c): asdict(cell) for c, cell in cells.items()} for s, cells in results.items()
+            },
+            "extra": extra,
+            "ratios": report["ratios"],
+        }
+        Path(args.json).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

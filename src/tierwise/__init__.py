@@ -1,0 +1,33 @@
+"""tierwise: route every LLM request to the cheapest model that can do it well.
+
+Importing tierwise does no I/O and loads no provider, database or ML library.
+"""
+
+from .config import Config, load_config
+from .errors import (
+    ChainExhausted,
+    ConfigError,
+    ProviderError,
+    RequestError,
+    TierwiseError,
+)
+from .features import Features
+from .policy.engine import Decision
+from .router import Routed, RoutedStream, Router
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChainExhausted",
+    "Config",
+    "ConfigError",
+    "Decision",
+    "Features",
+    "ProviderError",
+    "RequestError",
+    "Routed",
+    "RoutedStream",
+    "Router",
+    "TierwiseError",
+    "load_config",
+]

@@ -1,0 +1,172 @@
+"""The ``tierwise`` command: serve, route --explain, report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import ConfigError, TierwiseError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .gateway.app import create_app
+    from .router import Router
+
+    router = Router.from_config(args.config)
+    app = create_app(router)
+    loop_factory = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # uvloop is an optional speed-up
+        pass
+    print(
+        f"tierwise serving {len(router.config.models)} models on http://{args.host}:{args.port}/v1 "
+        f"(policy {router.policy_version}, ledger {_safe_url(router.config.storage.ledger)})",
+        flush=True,
+    )
+    runner_loop = loop_factory() if loop_factory else asyncio.new_event_loop()
+    asyncio.set_event_loop(runner_loop)
+    # run_app stops on SIGINT/SIGTERM, lets in-flight requests finish, then runs on_cleanup, which
+    # flushes the ledger: a graceful stop loses no row.
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=args.shutdown_timeout,
+        loop=runner_loop,
+    )
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    """A storage URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url
+
+
+def _route(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .features import extract_features, parse_hints
+    from .policy.engine import PolicyEngine
+    from .validation import validate_chat_body
+
+    config = load_config(args.config)
+    engine = PolicyEngine(config)
+    body = {"model": args.model, "messages": [{"role": "user", "content": args.explain}]}
+    if args.max_tokens:
+        body["max_tokens"] = args.max_tokens
+    validate_chat_body(body)
+    headers = {
+        f"x-tierwise-{k}": str(v)
+        for k, v in (
+            ("task", args.task),
+            ("quality", args.quality),
+            ("latency-ms", args.latency_ms),
+            ("risk", args.risk),
+            ("tier", args.tier),
+        )
+        if v is not None
+    }
+    features = extract_features(body, parse_hints(headers, None))
+    decision = engine.decide(features, model=args.model)
+    if args.json:
+        print(json.dumps({"features": features.to_log(), "decision": decision.to_log()}, indent=2))
+        return 0
+    first = config.model(decision.chain[0])
+    print(
+        f"model    {first.name}  (tier {decision.tier}, ${first.price.input_per_mtok}/"
+        f"${first.price.output_per_mtok} per M tokens)"
+    )
+    print(f"chain    {' → '.join(decision.chain)}")
+    print(f"reason   {decision.reason}")
+    print(f"layer    {decision.layer}  (policy {decision.policy_version})")
+    shown = {k: v for k, v in features.to_log().items() if v not in (None, False)}
+    print("features " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .ledger import open_ledger
+    from .report import render, summarize
+
+    url = args.ledger or load_config(args.config).storage.ledger
+
+    async def fetch() -> list:
+        ledger = open_ledger(url)
+        await ledger.start()
+        try:
+            return await ledger.fetch(since=args.since)
+        finally:
+            await ledger.close()
+
+    summary = summarize(asyncio.run(fetch()))
+    print(json.dumps(summary, indent=2) if args.json else render(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tierwise", description="Route LLM requests to the cheapest capable model."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible gateway")
+    serve.add_argument("--config", required=True, help="YAML configuration file")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--shutdown-timeout", type=float, default=30.0, help="seconds to drain in-flight requests"
+    )
+    serve.set_defaults(run=_serve)
+
+    route = commands.add_parser("route", help="show where a prompt would go and why (calls nothing)")
+    route.add_argument("--config", required=True)
+    route.add_argument("--explain", required=True, metavar="PROMPT")
+    route.add_argument("--model", default="auto")
+    route.add_argument("--task")
+    route.add_argument("--quality")
+    route.add_argument("--latency-ms", type=int)
+    route.add_argument("--risk")
+    route.add_argument("--tier")
+    route.add_argument("--max-tokens", type=int)
+    route.add_argument("--json", action="store_true")
+    route.set_defaults(run=_route)
+
+    report = commands.add_parser("report", help="summarize the ledger: cost, shares, fallbacks, savings")
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="read the ledger URL from this config")
+    source.add_argument("--ledger", help="ledger URL, e.g. sqlite:///./tierwise.db")
+    report.add_argument("--since", type=float, help="only rows at or after this unix time")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(run=_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"tierwise: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except TierwiseError as exc:
+        print(f"tierwise: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""The configuration: one YAML file, validated once at start-up into frozen typed objects.
+
+Every error names the field path and what was expected, e.g.
+``models[2].price.input_per_mtok: must be ≥ 0``. Unknown keys are errors. Secrets are never in the
+file: providers name the environment variable that holds their key (``api_key_env``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .features import FEATURE_NAMES
+
+DEFAULT_TIERS: tuple[str, ...] = ("draft", "review", "execution")
+OPERATORS: tuple[str, ...] = ("in", "not_in", "<", "<=", ">", ">=", "==", "!=", "regex")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Frozen):
+    """USD per one million tokens."""
+
+    input_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+    output_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
+
+
+class Timeouts(_Frozen):
+    """Seconds. ``first_byte`` bounds the wait for the first streamed event (and for a whole
+    non-streamed answer together with ``total``); ``read`` bounds the silence between events."""
+
+    connect: float = Field(default=5.0, gt=0)
+    first_byte: float = Field(default=60.0, gt=0)
+    read: float = Field(default=60.0, gt=0)
+    total: float = Field(default=600.0, gt=0)
+
+
+class ProviderConfig(_Frozen):
+    kind: Literal["openai", "anthropic", "replay"]
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    dataset: str | None = None  # replay: a built-in dataset name or a path
+    api_version: str | None = None  # anthropic: the anthropic-version header
+
+    @model_validator(mode="after")
+    def _needs(self) -> ProviderConfig:
+        if self.kind in ("openai", "anthropic") and not self.base_url:
+            raise ValueError(f"base_url: required for kind {self.kind!r}")
+        if self.kind == "replay" and not self.dataset:
+            raise ValueError("dataset: required for kind 'replay'")
+        if self.base_url and not re.match(r"^https?://", self.base_url):
+            raise ValueError(f"base_url: must start with http:// or https://, got {self.base_url!r}")
+        return self
+
+    def api_key(self, name: str) -> str | None:
+        """Read the key from the environment. Raises ConfigError naming the variable, never its value."""
+        if not self.api_key_env:
+            return None
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise ConfigError(f"providers.{name}.api_key_env: {self.api_key_env} is not set")
+        return value
+
+
+class ModelEntry(_Frozen):
+    name: str = Field(min_length=1)
+    provider: str
+    upstream: str = Field(min_length=1)
+    price: Price
+    context_window: int = Field(gt=0)
+    tier: str
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    capabilities: frozenset[str] = frozenset()
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return self.price.cost(input_tokens, output_tokens)
+
+
+Scalar = str | int | float | bool | None
+
+
+class Rule(_Frozen):
+    """``when`` maps a feature name to a value (equality) or to ``{operator: operand}``; all must hold.
+    The action is a ``tier`` or a ``model``, with optional ``fallbacks`` (model or tier names)."""
+
+    name: str = Field(min_length=1)
+    when: dict[str, Any] = Field(default_factory=dict)
+    tier: str | None = None
+    model: str | None = None
+    fallbacks: tuple[str, ...] = ()
+
+    @field_validator("when")
+    @classmethod
+    def _conditions(cls, when: dict[str, Any]) -> dict[str, Any]:
+        for feature, test in when.items():
+            if feature not in FEATURE_NAMES:
+                raise ValueError(f"{feature}: unknown feature; known: {', '.join(sorted(FEATURE_NAMES))}")
+            if not isinstance(test, dict):
+                continue
+            for op, operand in test.items():
+                if op not in OPERATORS:
+                    raise ValueError(f"{feature}.{op}: unknown operator; use one of {', '.join(OPERATORS)}")
+                if op in ("in", "not_in") and not isinstance(operand, list):
+                    raise ValueError(f"{feature}.{op}: must be a list")
+                if op in ("<", "<=", ">", ">=") and (
+                    isinstance(operand, bool) or not isinstance(operand, int | float)
+                ):
+                    raise ValueError(f"{feature}.{op}: must be a number")
+                if op == "regex":
+                    try:
+                        re.compile(str(operand))
+                    except re.error as exc:
+                        raise ValueError(f"{feature}.regex: invalid regular expression: {exc}") from None
+        return when
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Rule:
+        if (self.tier is None) == (self.model is None):
+            raise ValueError("exactly one of 'tier' or 'model' is required")
+        return self
+
+
+class Target(_Frozen):
+    """Where the policy sends requests no rule matched."""
+
+    tier: str | None = None
+    model: str | None = None
+    fallbacks: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one(self) -> Target:
+        if (self.tier is None) == (self.model is None):
+            raise ValueError("exactly one of 'tier' or 'model' is required")
+        return self
+
+
+class RetryConfig(_Frozen):
+    attempts: int = Field(default=2, ge=1, le=10)  # tries per model, including the first
+    backoff_s: float = Field(default=0.2, ge=0)  # base of the jittered exponential backoff
+    max_backoff_s: float = Field(default=8.0, ge=0)
+    max_retry_after_s: float = Field(default=10.0, ge=0)  # a longer Retry-After moves on to the next model
+
+
+class CooldownConfig(_Frozen):
+    failures: int = Field(default=3, ge=1)  # consecutive failures that open the breaker
+    seconds: float = Field(default=30.0, gt=0)
+
+
+class PolicyConfig(_Frozen):
+    rules: tuple[Rule, ...] | None = None  # None: the built-in routing playbook
+    default: Target = Target(tier="review")
+    fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # model → models/tiers to try next
+    counterfactual_model: str | None = None  # "always-strongest" reference; default: priciest top-tier model
+    retry: RetryConfig = RetryConfig()
+    cooldown: CooldownConfig = CooldownConfig()
+
+
+class StorageConfig(_Frozen):
+    ledger: str = "sqlite:///./tierwise.db"
+    state: str = "memory://"
+    ledger_queue: int = Field(default=10_000, ge=1)
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger(cls, url: str) -> str:
+        if not re.match(r"^(sqlite:///|postgres(?:ql)?://|none$)", url):
+            raise ValueError(f"must be sqlite:///PATH, postgresql://… or none, got {url!r}")
+        return url
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, url: str) -> str:
+        if not re.match(r"^(memory://|rediss?://)", url):
+            raise ValueError(f"must be memory:// or redis://…, got {url!r}")
+        return url
+
+
+class ServerConfig(_Frozen):
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+
+
+class Config(_Frozen):
+    providers: dict[str, ProviderConfig]
+    models: tuple[ModelEntry, ...] = Field(min_length=1)
+    tiers: tuple[str, ...] = DEFAULT_TIERS
+    policy: PolicyConfig = PolicyConfig()
+    storage: StorageConfig = StorageConfig()
+    server: ServerConfig = ServerConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        errors: list[str] = []
+        if len(set(self.tiers)) != len(self.tiers):
+            errors.append("tiers: names must be unique")
+        names: set[str] = set()
+        for i, model in enumerate(self.models):
+            where = f"models[{i}]"
+            if model.name in names:
+                errors.append(f"{where}.name: duplicate model name {model.name!r}")
+            names.add(model.name)
+            if model.provider not in self.providers:
+                errors.append(
+                    f"{where}.provider: unknown provider {model.provider!r}; "
+                    f"defined: {', '.join(sorted(self.providers)) or 'none'}"
+                )
+            if model.tier not in self.tiers:
+                errors.append(f"{where}.tier: unknown tier {model.tier!r}; tiers: {', '.join(self.tiers)}")
+        targets = names | set(self.tiers)
+
+        def check(where: str, tier: str | None, model: str | None, fallbacks: tuple[str, ...]) -> None:
+            if tier is not None and tier not in self.tiers:
+                errors.append(f"{where}.tier: unknown tier {tier!r}; tiers: {', '.join(self.tiers)}")
+            if model is not None and model not in names:
+                errors.append(f"{where}.model: unknown model {model!r}; models: {', '.join(sorted(names))}")
+            for j, fallback in enumerate(fallbacks):
+                if fallback not in targets:
+                    errors.append(f"{where}.fallbacks[{j}]: {fallback!r} is neither a model nor a tier")
+
+        for i, rule in enumerate(self.policy.rules or ()):
+            check(f"policy.rules[{i}]", rule.tier, rule.model, rule.fallbacks)
+        rule_names = [rule.name for rule in self.policy.rules or ()]
+        for name in {n for n in rule_names if rule_names.count(n) > 1}:
+            errors.append(f"policy.rules: duplicate rule name {name!r}")
+        check(
+            "policy.default",
+            self.policy.default.tier,
+            self.policy.default.model,
+            self.policy.default.fallbacks,
+        )
+        for model, fallbacks in self.policy.fallbacks.items():
+            if model not in names:
+                errors.append(f"policy.fallbacks.{model}: unknown model; models: {', '.join(sorted(names))}")
+            check(f"policy.fallbacks.{model}", None, None, fallbacks)
+        if self.policy.counterfactual_model is not None and self.policy.counterfactual_model not in names:
+            errors.append(f"policy.counterfactual_model: unknown model {self.policy.counterfactual_model!r}")
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
+
+    # -- derived views (cheap; computed on demand by the engine once at start-up) --
+
+    def model(self, name: str) -> ModelEntry:
+        for entry in self.models:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    def tier_models(self, tier: str) -> list[ModelEntry]:
+        """Models of a tier, cheapest first (by the sum of input and output price)."""
+        members = [m for m in self.models if m.tier == tier]
+        members.sort(key=lambda m: (m.price.input_per_mtok + m.price.output_per_mtok, m.name))
+        return members
+
+    def counterfactual(self) -> ModelEntry:
+        """The "always-strongest" model that savings are measured against."""
+        if self.policy.counterfactual_model:
+            return self.model(self.policy.counterfactual_model)
+        for tier in reversed(self.tiers):
+            members = self.tier_models(tier)
+            if members:
+                return members[-1]
+        return self.models[-1]
+
+    def policy_version(self) -> str:
+        """A short hash of everything that changes routing: the policy and the fleet."""
+        payload = {
+            "tiers": list(self.tiers),
+            "policy": self.policy.model_dump(mode="json"),
+            "models": [m.model_dump(mode="json") for m in self.models],
+        }
+        return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+
+
+# -- loading and error messages ------------------------------------------------------------------
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "tagged-union", "union[")) or part in ("str", "int", "float"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "greater_than_equal":
+        return f"must be ≥ {ctx.get('ge')}"
+    if kind == "greater_than":
+        return f"must be > {ctx.get('gt')}"
+    if kind == "less_than_equal":
+        return f"must be ≤ {ctx.get('le')}"
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return error["msg"][0].lower() + error["msg"][1:]
+
+
+def _format(exc: ValidationError, source: str) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = _path(error["loc"])
+        message = _describe(error)
+        if error["type"] == "value_error" and ("\n" in message or re.match(r"^[^\s:]+: ", message)):
+            # cross-field checks already carry their own paths, relative to `where`
+            for line in message.split("\n"):
+                lines.append(f"{where + '.' if where else ''}{line}")
+            continue
+        lines.append(f"{where}: {message}" if where else message)
+    return f"{source}: invalid configuration\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: Any, *, source: str = "config") -> Config:
+    """Validate a parsed YAML/JSON document into a Config, or raise ConfigError naming each bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with providers and models")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a YAML configuration file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    config = parse_config(data, source=str(file))
+    if config.providers and any(p.kind == "replay" and p.dataset for p in config.providers.values()):
+        # replay datasets given as relative paths are relative to the config file
+        providers = {}
+        for name, provider in config.providers.items():
+            if provider.kind == "replay" and provider.dataset and _looks_like_path(provider.dataset):
+                resolved = (file.parent / provider.dataset).resolve()
+                provider = provider.model_copy(update={"dataset": str(resolved)})
+            providers[name] = provider
+        config = config.model_copy(update={"providers": providers})
+    return config
+
+
+def _looks_like_path(value: str) -> bool:
+    return ("/" in value or value.endswith((".jsonl", ".gz", ".json"))) and not os.path.isabs(value)

@@ -1,0 +1,132 @@
+"""The one exception tree of tierwise.
+
+```
+TierwiseError
+├── ConfigError              bad configuration; raised at start-up only
+├── RequestError             the client's request is wrong (HTTP 400/404/413); .param, .status
+├── BudgetExceeded           a key's or tenant's budget is spent (HTTP 429)
+├── ChainExhausted           every model of the Decision failed; .attempts
+└── ProviderError            one upstream attempt failed; .model, .status
+    ├── UpstreamTimeout          retry, then fall back
+    ├── UpstreamUnavailable      5xx, refused or reset connection
+    ├── UpstreamRateLimited      429; .retry_after
+    ├── UpstreamRejected         other 4xx: the request is wrong for this upstream, do not retry
+    └── StreamInterrupted        the upstream stream broke after it had started
+```
+
+Foreign exceptions (aiohttp, asyncpg, redis …) are translated where they are raised, so dispatch
+chooses between retry, fallback and failure by class alone. Messages never carry secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TierwiseError(Exception):
+    """Base class of every error tierwise raises on purpose."""
+
+
+class ConfigError(TierwiseError):
+    """The configuration is invalid; the message names the field path and what was expected."""
+
+
+class RequestError(TierwiseError):
+    """The client's request is malformed or cannot be served as asked."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        status: int = 400,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+        self.code = code
+        self.type = type
+
+
+class BudgetExceeded(TierwiseError):
+    """A virtual key or tenant has spent its budget."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ProviderError(TierwiseError):
+    """One upstream attempt failed."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, model: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.model = model
+        self.status = status
+
+
+class UpstreamTimeout(ProviderError):
+    """The upstream did not answer within the attempt's timeout."""
+
+
+class UpstreamUnavailable(ProviderError):
+    """The upstream answered 5xx, or the connection was refused or reset."""
+
+
+class UpstreamRateLimited(ProviderError):
+    """The upstream answered 429; ``retry_after`` is its Retry-After in seconds, if it sent one."""
+
+    def __init__(
+        self, message: str, *, model: str, status: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, model=model, status=status)
+        self.retry_after = retry_after
+
+
+class UpstreamRejected(ProviderError):
+    """The upstream refused the request itself (4xx other than 429): retrying cannot help."""
+
+    retryable = False
+
+
+class StreamInterrupted(ProviderError):
+    """The upstream stream broke after it had begun sending."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailure:
+    """One failed attempt, as reported to the client when the whole chain fails."""
+
+    model: str
+    error: str  # class name, e.g. "UpstreamTimeout"
+    message: str
+    status: int | None = None
+
+
+class ChainExhausted(TierwiseError):
+    """Every model of the decision's chain failed (or was skipped)."""
+
+    def __init__(self, failures: list[AttemptFailure]) -> None:
+        self.failures = failures
+        parts = "; ".join(f"{f.model}: {f.error}: {f.message}" for f in failures) or "no model could be tried"
+        super().__init__(f"all upstream models failed: {parts}")
+
+    @property
+    def status(self) -> int:
+        """HTTP status that best describes the failure: 400 if every upstream rejected the request
+        itself (it is the client's to fix), 504 if all timed out, 503 if every model was skipped or
+        rate limited, else 502."""
+        errors = {f.error for f in self.failures}
+        if errors == {"UpstreamRejected"} and any(f.status in (400, 413, 422) for f in self.failures):
+            return 400
+        if errors and errors <= {"UpstreamTimeout"}:
+            return 504
+        if not errors or errors <= {"UpstreamRateLimited", "CoolingDown", "ContextTooLong"}:
+            return 503
+        return 502

@@ -1,0 +1,310 @@
+"""Request → Features: what the policy knows about a chat request.
+
+Everything here is cheap and deterministic: a few precompiled regexes over bounded snippets of the
+conversation, no tokenizer, no network. Explicit hints (``x-tierwise-*`` headers or the body's
+``metadata``) always win over inferred values, because the caller knows its task better than we do.
+
+Token counts are an estimate: characters / 4 (OpenAI's rule of thumb for English text) plus 4 tokens
+of framing per message, and the JSON of tool definitions counted the same way. On the arena-bench-v1
+prompts it is within ±15% of cl100k_base for most English prompts; it only has to rank requests by size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+from .errors import RequestError
+
+TASKS: tuple[str, ...] = (
+    "summarize",
+    "classify",
+    "extract",
+    "translate",
+    "format",
+    "qa",
+    "chat",
+    "code",
+    "math",
+    "reasoning",
+)
+RISKS: tuple[str, ...] = ("low", "normal", "high", "critical")
+QUALITIES: tuple[str, ...] = ("low", "normal", "high")
+
+# How much of each message the classifiers read: the start says what is asked, the end often
+# repeats the instruction after a pasted document. Bounded so a 1 MB prompt costs what a 5 kB one does.
+_HEAD = 3000
+_TAIL = 1000
+_INSTRUCTION_HEAD = 300
+
+_HINT_KEYS = ("task", "quality", "latency_ms", "risk", "tier", "user_tier")
+HINT_HEADERS: dict[str, str] = {f"x-tierwise-{k.replace('_', '-')}": k for k in _HINT_KEYS}
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What the policy engine sees of one request. Names here are the names rules may test."""
+
+    task: str = "chat"
+    input_tokens: int = 0
+    max_output_tokens: int | None = None
+    turns: int = 1
+    has_code: bool = False
+    has_math: bool = False
+    multi_step: bool = False
+    has_tools: bool = False
+    json_mode: bool = False
+    has_images: bool = False
+    stream: bool = False
+    latency_ms: int | None = None
+    risk: str = "normal"
+    quality: str = "normal"
+    tier: str | None = None
+    user_tier: str | None = None
+    task_source: str = "inferred"  # "hint" when the caller named the task
+    text: str = ""  # the last user message, for `regex` conditions; never written to the ledger
+
+    def to_log(self) -> dict[str, Any]:
+        """The features as a JSON-ready dict for the ledger, without the prompt text."""
+        out = asdict(self)
+        del out["text"]
+        return out
+
+
+FEATURE_NAMES: frozenset[str] = frozenset(Features.__dataclass_fields__)
+
+_RE_FENCE = re.compile(r"```")
+_RE_CODE = re.compile(
+    r"\b(?:def|class|import|return|function|const|let|var|public|private|static|void|fn|impl|struct|"
+    r"SELECT|INSERT|UPDATE|CREATE\s+TABLE|#include|console\.log|printf|println)\b[^\n]{0,80}[({;:=]"
+    r"|\b(?:python|javascript|typescript|java|c\+\+|c#|rust|golang|kotlin|swift|php|ruby|bash|sql|regex|"
+    r"html|css|react|django|flask|numpy|pandas|api|code|script|program|function|compile|debug|bug|"
+    r"stack\s*trace|exception|refactor|unit\s+test)\b",
+    re.IGNORECASE,
+)
+_RE_MATH = re.compile(
+    r"\d\s*[-+*/^×÷=]\s*\(?\d|\\(?:frac|int|sum|sqrt|cdot|lim)\b|[∫∑√π≤≥≠]"
+    r"|\b(?:solve|equation|integral|derivative|probability|prove|theorem|calculate|compute|arithmetic|"
+    r"algebra|geometry|polynomial|matrix|logarithm|factorial|percent(?:age)?|how many|how much)\b",
+    re.IGNORECASE,
+)
+_RE_MULTI_STEP = re.compile(
+    r"\bstep[- ]by[- ]step\b|\bfirst\b[^.?!\n]{0,200}\bthen\b|\bthink (?:carefully|through)\b"
+    r"|\b(?:plan|design|architect|trade-?offs?|pros and cons|compare and contrast)\b",
+    re.IGNORECASE,
+)
+_RE_NUMBERED = re.compile(r"^\s*(?:\d+[.)]|[-*]) \S", re.MULTILINE)
+_RE_REASONING = re.compile(
+    r"\b(?:why|explain|analy[sz]e|reason|evaluate|critique|argue|justify|infer|deduce|riddle|puzzle|"
+    r"logic(?:al)?|implications?|strategy|decide|recommend)\b",
+    re.IGNORECASE,
+)
+# Instruction verbs are read from the start of the last user message (or the system prompt): "Summarize
+# this code" is a summary even though it contains code.
+_INSTRUCTIONS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("summarize", re.compile(r"\b(?:summari[sz]e|summary|tl;?dr|sum up|condense|key points|recap)\b", re.I)),
+    (
+        "translate",
+        re.compile(
+            r"\btranslat(?:e|ion)\b|\b(?:into|to) (?:english|french|german|spanish|"
+            r"italian|portuguese|chinese|japanese|korean|russian|arabic|hindi|dutch)\b",
+            re.I,
+        ),
+    ),
+    (
+        "classify",
+        re.compile(
+            r"\b(?:classify|categori[sz]e|sentiment|label (?:this|the|each)|which category|"
+            r"is (?:this|it) (?:spam|positive|negative|toxic))\b",
+            re.I,
+        ),
+    ),
+    ("extract", re.compile(r"\b(?:extract|pull out|parse|find all|list (?:all|every)|named entit)", re.I)),
+    (
+        "format",
+        re.compile(
+            r"\b(?:reformat|format (?:this|the|as)|convert (?:this|it|the)\b[^\n]{0,40}\bto\b|"
+            r"rewrite (?:this|it) as|as (?:a )?(?:json|csv|yaml|markdown table|bullet list))\b",
+            re.I,
+        ),
+    ),
+)
+_RE_QUESTION = re.compile(
+    r"^\s*(?:what|who|whom|when|where|which|how|is|are|does|do|can|could|should|was|were|define)\b|\?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _snippet(text: str) -> str:
+    if len(text) <= _HEAD + _TAIL:
+        return text
+    return text[:_HEAD] + "\n" + text[-_TAIL:]
+
+
+def _content_text(content: Any) -> tuple[str, bool]:
+    """Text of one message's content (string or list of parts) and whether it holds an image."""
+    if isinstance(content, str):
+        return content, False
+    if not isinstance(content, list):
+        return "", False
+    texts: list[str] = []
+    image = False
+    for part in content:
+        if isinstance(part, dict):
+            kind = part.get("type")
+            if kind == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif kind in ("image_url", "input_image", "image"):
+                image = True
+    return "\n".join(texts), image
+
+
+def _infer_task(last_user: str, system: str, *, has_code: bool, has_math: bool, json_mode: bool) -> str:
+    head = last_user[:_INSTRUCTION_HEAD]
+    for task, pattern in _INSTRUCTIONS:
+        if pattern.search(head) or (system and pattern.search(system[:_INSTRUCTION_HEAD])):
+            return task
+    if has_code:
+        return "code"
+    if has_math:
+        return "math"
+    if json_mode:
+        return "extract"
+    if _RE_REASONING.search(head):
+        return "reasoning"
+    if len(last_user) < 400 and _RE_QUESTION.search(last_user[-200:] if len(last_user) > 200 else last_user):
+        return "qa"
+    return "chat"
+
+
+def parse_hints(headers: Mapping[str, str] | None, metadata: Any) -> dict[str, Any]:
+    """Collect routing hints from ``x-tierwise-*`` headers and the body's ``metadata``.
+
+    Headers win over metadata. Values are validated here so a bad hint is a 400 naming its source.
+    """
+    raw: dict[str, tuple[Any, str]] = {}
+    if isinstance(metadata, dict):
+        for key in _HINT_KEYS:
+            for name in (key, f"tierwise_{key}"):
+                if name in metadata:
+                    raw[key] = (metadata[name], f"metadata.{name}")
+    if headers:
+        for header, key in HINT_HEADERS.items():
+            value = headers.get(header)
+            if value is not None:
+                raw[key] = (value, header)
+    return validate_hints({k: v for k, (v, _) in raw.items()}, sources={k: s for k, (_, s) in raw.items()})
+
+
+def validate_hints(hints: Mapping[str, Any], *, sources: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Check and normalise hint values; raise RequestError naming the offending hint."""
+    out: dict[str, Any] = {}
+    for key, value in hints.items():
+        where = (sources or {}).get(key, key)
+        if key not in _HINT_KEYS:
+            raise RequestError(
+                f"{where}: unknown routing hint; expected one of {', '.join(_HINT_KEYS)}", param=where
+            )
+        if value is None:
+            continue
+        if key == "latency_ms":
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                number = -1
+            if number <= 0 or isinstance(value, bool):
+                raise RequestError(
+                    f"{where}: must be a positive integer of milliseconds, got {value!r}", param=where
+                )
+            out[key] = number
+            continue
+        text = str(value).strip().lower()
+        allowed = {"task": TASKS, "risk": RISKS, "quality": QUALITIES}.get(key)
+        if allowed is not None and text not in allowed:
+            raise RequestError(f"{where}: must be one of {', '.join(allowed)}, got {value!r}", param=where)
+        out[key] = text
+    return out
+
+
+def extract_features(body: Mapping[str, Any], hints: Mapping[str, Any] | None = None) -> Features:
+    """Compute the Features of an OpenAI chat-completions request body.
+
+    ``body`` must already be validated (``messages`` a non-empty list of dicts). ``hints`` are
+    already-validated routing hints (see :func:`parse_hints`); they override inferred values.
+    """
+    messages = body["messages"]
+    chars = 0
+    has_code = has_math = has_images = multi_step = False
+    last_user = ""
+    system = ""
+    tool_turns = 0
+    for message in messages:
+        text, image = _content_text(message.get("content"))
+        has_images = has_images or image
+        chars += len(text)
+        role = message.get("role")
+        if role == "user":
+            last_user = text
+        elif role in ("system", "developer") and not system:
+            system = text
+        elif role == "tool" or message.get("tool_calls"):
+            tool_turns += 1
+        if not text:
+            continue
+        snippet = _snippet(text)
+        if not has_code and (_RE_FENCE.search(snippet) or _RE_CODE.search(snippet)):
+            has_code = True
+        if not has_math and _RE_MATH.search(snippet):
+            has_math = True
+        if (
+            not multi_step
+            and role in ("user", "system", "developer")
+            and (_RE_MULTI_STEP.search(snippet) or len(_RE_NUMBERED.findall(snippet[:_HEAD])) >= 3)
+        ):
+            multi_step = True
+    tools = body.get("tools") or body.get("functions")
+    if tools:
+        chars += len(orjson.dumps(tools))
+    multi_step = multi_step or tool_turns >= 2
+    response_format = body.get("response_format")
+    json_mode = isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    )
+    max_out = body.get("max_completion_tokens") or body.get("max_tokens")
+
+    hints = hints or {}
+    task = hints.get("task")
+    task_source = "hint"
+    if task is None:
+        task_source = "inferred"
+        task = _infer_task(last_user, system, has_code=has_code, has_math=has_math, json_mode=json_mode)
+    return Features(
+        task=task,
+        input_tokens=chars // 4 + 4 * len(messages) + 3,
+        max_output_tokens=max_out if isinstance(max_out, int) and not isinstance(max_out, bool) else None,
+        turns=len(messages),
+        has_code=has_code,
+        has_math=has_math,
+        multi_step=multi_step,
+        has_tools=bool(tools),
+        json_mode=json_mode,
+        has_images=has_images,
+        stream=bool(body.get("stream")),
+        latency_ms=hints.get("latency_ms"),
+        risk=hints.get("risk", "normal"),
+        quality=hints.get("quality", "normal"),
+        tier=hints.get("tier"),
+        user_tier=hints.get("user_tier"),
+        task_source=task_source,
+        text=last_user,
+    )
+
+
+def features_json(features: Features) -> bytes:
+    """Ledger encoding of features (no prompt text)."""
+    return orjson.dumps(features.to_log())

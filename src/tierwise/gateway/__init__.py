@@ -1,0 +1,1 @@
+"""The HTTP gateway: parse, call the Router, serialize."""

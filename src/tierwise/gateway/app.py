@@ -1,0 +1,192 @@
+"""The HTTP gateway: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz``.
+
+Thin by design: parse the body, hand it to the Router, serialize what comes back. Routing, retries
+and logging all live below; this module only knows HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+from aiohttp import web
+
+from ..errors import ProviderError, RequestError, TierwiseError
+from ..router import Router
+from .responses import (
+    SSE_DONE,
+    SSE_HEADERS,
+    error_response,
+    json_response,
+    sse_error,
+    sse_frame,
+    tierwise_headers,
+)
+
+log = logging.getLogger("tierwise.gateway")
+
+ROUTER_KEY: web.AppKey[Router] = web.AppKey("router", Router)
+CREATED_KEY: web.AppKey[int] = web.AppKey("created", int)
+
+
+async def _read_json(request: web.Request, limit: int) -> object:
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestError(
+            f"request body: {request.content_length} bytes exceeds the limit of {limit}",
+            status=413,
+            code="request_too_large",
+        )
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestError(
+            f"request body: exceeds the limit of {limit} bytes", status=413, code="request_too_large"
+        ) from None
+    if not raw:
+        raise RequestError("request body: empty; expected a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"request body: invalid JSON: {exc}") from None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    router = request.app[ROUTER_KEY]
+    try:
+        body = await _read_json(request, router.config.server.max_body_bytes)
+        if isinstance(body, dict) and body.get("stream") is True:
+            return await _stream(request, router, body)
+        if not isinstance(body, dict):
+            raise RequestError("request body: must be a JSON object")
+        routed = await router.route(body, headers=request.headers)
+    except TierwiseError as exc:
+        return error_response(exc)
+    headers = tierwise_headers(
+        model=routed.model,
+        tier=routed.tier,
+        decision=routed.decision,
+        request_id=routed.request_id,
+        cost_usd=routed.cost_usd,
+    )
+    return json_response(routed.response, headers=headers)
+
+
+async def _stream(request: web.Request, router: Router, body: dict) -> web.StreamResponse:
+    # Errors before the first content chunk are ordinary JSON errors: nothing has been sent yet.
+    stream = await router.route_stream(body, headers=request.headers)
+    response = web.StreamResponse(
+        headers={
+            **SSE_HEADERS,
+            **tierwise_headers(
+                model=stream.model,
+                tier=stream.tier,
+                decision=stream.decision,
+                request_id=stream.request_id,
+                cost_usd=None,
+            ),
+        }
+    )
+    iterator = aiter(stream)
+    try:
+        await response.prepare(request)
+        async for chunk in iterator:
+            await response.write(sse_frame(chunk.raw if chunk.raw is not None else orjson.dumps(chunk.data)))
+    except ProviderError as exc:
+        await response.write(sse_error(exc))  # explicit error event, and no [DONE]
+        await response.write_eof()
+        return response
+    except (ConnectionResetError, asyncio.CancelledError):
+        await iterator.aclose()  # type: ignore[attr-defined]
+        raise
+    # The cost is known only now; SSE comments are ignored by clients but visible to curl users.
+    await response.write(f": x-tierwise-cost-usd {stream.cost_usd:.8f}\n\n".encode() + SSE_DONE)
+    await response.write_eof()
+    return response
+
+
+async def list_models(request: web.Request) -> web.Response:
+    router = request.app[ROUTER_KEY]
+    created = request.app[CREATED_KEY]
+    data = [
+        {
+            "id": "auto",
+            "object": "model",
+            "created": created,
+            "owned_by": "tierwise",
+            "description": "routed by the active policy",
+        }
+    ]
+    data += [
+        {"id": tier, "object": "model", "created": created, "owned_by": "tierwise", "tier": tier}
+        for tier in router.config.tiers
+    ]
+    for model in router.config.models:
+        data.append(
+            {
+                "id": model.name,
+                "object": "model",
+                "created": created,
+                "owned_by": model.provider,
+                "tier": model.tier,
+                "context_window": model.context_window,
+                "pricing": {
+                    "input_per_mtok": model.price.input_per_mtok,
+                    "output_per_mtok": model.price.output_per_mtok,
+                },
+            }
+        )
+    return json_response({"object": "list", "data": data})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    router = request.app[ROUTER_KEY]
+    return json_response(
+        {"status": "ok", "policy_version": router.policy_version, "models": len(router.config.models)}
+    )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return error_response(
+                RequestError(f"{request.path}: no such endpoint", status=404, code="not_found")
+            )
+        if exc.status == 405:
+            return error_response(
+                RequestError(f"{request.method} {request.path}: method not allowed", status=405)
+            )
+        raise
+    except TierwiseError as exc:
+        return error_response(exc)
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return error_response(RuntimeError())
+
+
+def create_app(router: Router, *, close_router: bool = True) -> web.Application:
+    """The aiohttp application serving ``router``. With ``close_router`` the app's shutdown flushes
+    the ledger and closes the router."""
+    # aiohttp enforces the body limit too (a chunked body has no Content-Length to check up front).
+    app = web.Application(middlewares=[_errors], client_max_size=router.config.server.max_body_bytes)
+    app[ROUTER_KEY] = router
+    app[CREATED_KEY] = int(time.time())
+
+    async def on_startup(app: web.Application) -> None:
+        await router.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        if close_router:
+            await router.aclose()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    return app

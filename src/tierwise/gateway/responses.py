@@ -1,0 +1,95 @@
+"""What the gateway writes: OpenAI-format error bodies, tierwise headers, SSE frames."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..errors import BudgetExceeded, ChainExhausted, ProviderError, RequestError, TierwiseError
+from ..policy.engine import Decision
+
+SSE_DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _header_safe(text: str, limit: int = 300) -> str:
+    """Reasons go into a header: ASCII only, one line, bounded."""
+    clean = text.replace("→", "->").replace("≥", ">=").replace("≤", "<=").replace("\n", " ")
+    return clean.encode("ascii", "replace").decode("ascii")[:limit]
+
+
+def tierwise_headers(
+    *, model: str, tier: str, decision: Decision, request_id: str, cost_usd: float | None
+) -> dict[str, str]:
+    headers = {
+        "x-tierwise-model": model,
+        "x-tierwise-tier": tier,
+        "x-tierwise-reason": _header_safe(decision.reason),
+        "x-tierwise-request-id": request_id,
+        "x-tierwise-policy-version": decision.policy_version,
+    }
+    if cost_usd is not None:
+        headers["x-tierwise-cost-usd"] = f"{cost_usd:.8f}"
+    return headers
+
+
+def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def error_response(exc: BaseException, *, request_id: str | None = None) -> web.Response:
+    """The OpenAI error JSON for any exception, with the status a client can act on."""
+    headers = {"x-tierwise-request-id": request_id} if request_id else None
+    if isinstance(exc, RequestError):
+        status, body = exc.status, error_body(exc.message, type=exc.type, param=exc.param, code=exc.code)
+    elif isinstance(exc, ChainExhausted):
+        status = exc.status
+        body = orjson.dumps(
+            {
+                "error": {
+                    "message": str(exc),
+                    "type": "invalid_request_error" if status == 400 else "upstream_error",
+                    "param": None,
+                    "code": "upstream_rejected" if status == 400 else "all_upstreams_failed",
+                    "attempts": [
+                        {"model": f.model, "error": f.error, "status": f.status, "message": f.message}
+                        for f in exc.failures
+                    ],
+                }
+            }
+        )
+    elif isinstance(exc, BudgetExceeded):
+        status, body = 429, error_body(exc.message, type="insufficient_quota", code="budget_exceeded")
+    elif isinstance(exc, TierwiseError):
+        status, body = 500, error_body(str(exc), type="server_error")
+    else:
+        status, body = 500, error_body("internal error; see the gateway log", type="server_error")
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def sse_error(exc: ProviderError) -> bytes:
+    """The event that ends a stream that broke after content was sent (no [DONE] follows).
+
+    The ``openai`` SDKs raise an APIError when a data event carries an ``error`` object.
+    """
+    payload = {
+        "error": {
+            "message": f"upstream stream interrupted after content was sent: {exc.message}",
+            "type": "upstream_error",
+            "param": None,
+            "code": "stream_interrupted",
+        }
+    }
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def sse_frame(raw: bytes) -> bytes:
+    return b"data: " + raw + b"\n\n"
+
+
+def json_response(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
+    )

@@ -1,0 +1,42 @@
+"""The request ledger: one append-only row per request, written off the hot path.
+
+``open_ledger`` picks the backend from ``storage.ledger``: ``sqlite:///relative.db`` or
+``sqlite:////absolute.db`` (embedded, the default), ``postgresql://…`` (shared by replicas; needs
+``tierwise[postgres]``), or ``none`` (keeps nothing).
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Attempt, Ledger, LedgerRow
+from .null import NullLedger
+from .sqlite import SqliteLedger
+
+__all__ = ["Attempt", "Ledger", "LedgerRow", "NullLedger", "SqliteLedger", "open_ledger"]
+
+
+def open_ledger(url: str, *, queue_size: int = 10000) -> Ledger:
+    """The ledger backend for ``url``, not yet started."""
+    if url.strip().lower() == "none":
+        return NullLedger()
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme == "sqlite" and sep:
+        if not rest.startswith("/") or rest == "/":
+            raise ConfigError(
+                "storage.ledger: a SQLite URL is sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
+        return SqliteLedger(rest[1:], queue_size=queue_size)
+    if scheme in ("postgresql", "postgres") and sep:
+        try:
+            import asyncpg  # noqa: F401  (only the PostgreSQL ledger needs it)
+        except ImportError:
+            raise ConfigError(
+                "storage.ledger: PostgreSQL needs asyncpg: pip install 'tierwise[postgres]'"
+            ) from None
+        from .postgres import PostgresLedger
+
+        return PostgresLedger(url, queue_size=queue_size)
+    # Only the scheme is echoed: the rest of the URL may carry a password.
+    got = f"unsupported scheme '{scheme}://'" if sep else "not a URL"
+    raise ConfigError(f"storage.ledger: {got}; use sqlite:///path.db, postgresql://host/db or none")

@@ -1,0 +1,124 @@
+"""How a LedgerRow maps to table columns, shared by the SQLite and PostgreSQL backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .base import Attempt, LedgerRow
+
+# Scalar fields, in column order; the JSON columns follow them.
+SCALAR_COLUMNS: tuple[str, ...] = (
+    "id",
+    "ts",
+    "requested_model",
+    "stream",
+    "policy_version",
+    "status",
+    "http_status",
+    "final_model",
+    "tier",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "counterfactual_cost_usd",
+    "latency_ms",
+    "ttft_ms",
+    "error",
+    "key_id",
+)
+JSON_COLUMNS: tuple[str, ...] = ("features", "decision", "attempts")
+COLUMNS: tuple[str, ...] = SCALAR_COLUMNS + JSON_COLUMNS
+
+_ATTEMPT_FIELDS: tuple[str, ...] = tuple(Attempt.__dataclass_fields__)
+
+
+def _fallback(obj: Any) -> Any:
+    # A feature value orjson cannot encode must not stall the writer on a batch that can never be
+    # written: sets become lists, anything else its str().
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=str)
+    return str(obj)
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON-encode a features/decision/attempts value; never raises for odd feature values."""
+    return orjson.dumps(obj, default=_fallback, option=orjson.OPT_NON_STR_KEYS)
+
+
+def attempts_to_json(attempts: list[Attempt]) -> list[dict[str, Any]]:
+    return [{name: getattr(a, name) for name in _ATTEMPT_FIELDS} for a in attempts]
+
+
+def attempts_from_json(items: list[dict[str, Any]] | None) -> list[Attempt]:
+    # Keys this version does not know (written by a newer one) are ignored rather than fatal.
+    return [Attempt(**{k: v for k, v in item.items() if k in _ATTEMPT_FIELDS}) for item in items or ()]
+
+
+def row_values(row: LedgerRow) -> tuple[Any, ...]:
+    """The row's scalar column values, in SCALAR_COLUMNS order."""
+    return (
+        row.id,
+        row.ts,
+        row.requested_model,
+        row.stream,
+        row.policy_version,
+        row.status,
+        row.http_status,
+        row.final_model,
+        row.tier,
+        row.input_tokens,
+        row.output_tokens,
+        row.cost_usd,
+        row.counterfactual_cost_usd,
+        row.latency_ms,
+        row.ttft_ms,
+        row.error,
+        row.key_id,
+    )
+
+
+def build_row(scalars: Any, features: Any, decision: Any, attempts: Any) -> LedgerRow:
+    """Rebuild a LedgerRow from scalar values in SCALAR_COLUMNS order and decoded JSON values."""
+    (
+        id_,
+        ts,
+        requested_model,
+        stream,
+        policy_version,
+        status,
+        http_status,
+        final_model,
+        tier,
+        input_tokens,
+        output_tokens,
+        cost_usd,
+        counterfactual_cost_usd,
+        latency_ms,
+        ttft_ms,
+        error,
+        key_id,
+    ) = scalars
+    return LedgerRow(
+        id=id_,
+        ts=ts,
+        requested_model=requested_model,
+        stream=bool(stream),
+        features=features if features is not None else {},
+        decision=decision if decision is not None else {},
+        policy_version=policy_version,
+        status=status,
+        http_status=http_status,
+        final_model=final_model,
+        tier=tier,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost_usd,
+        counterfactual_cost_usd=counterfactual_cost_usd,
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        error=error,
+        key_id=key_id,
+        attempts=attempts_from_json(attempts),
+    )

@@ -1,0 +1,195 @@
+"""The scale-out ledger: one PostgreSQL table shared by every replica, written through asyncpg."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from . import _rows
+from ._queue import WriteBehindLedger
+from .base import LedgerRow
+
+SCHEMA_VERSION = 1
+CONNECT_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 60.0
+
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+
+
+class PostgresLedger(WriteBehindLedger):
+    """Ledger in the PostgreSQL table ``table`` (created if missing) plus ``{table}_schema_version``."""
+
+    def __init__(self, url: str, *, queue_size: int = 10000, table: str = "tierwise_requests") -> None:
+        super().__init__(queue_size=queue_size)
+        if not _TABLE_NAME.fullmatch(table):
+            raise ValueError(
+                f"ledger: table name {table!r} must be a plain identifier (letters, digits, _; at most 48)"
+            )
+        self._url = url  # may hold a password: never logged or shown, see self.where
+        self.table = table
+        self.where = _describe(url)
+        self._pool: asyncpg.Pool | None = None
+        t = f'"{table}"'
+        cols = ", ".join(_rows.COLUMNS)
+        # Batches go in by COPY into a per-connection temporary table, then one INSERT … SELECT:
+        # for 500 rows that is about 40% faster than executemany, and ON CONFLICT still applies, so a
+        # retried batch whose first try did commit never duplicates its rows.
+        self._staging = f"{table}_incoming"
+        self._create_staging = (
+            f'CREATE TEMPORARY TABLE IF NOT EXISTS "{self._staging}" ON COMMIT DELETE ROWS '
+            f"AS SELECT {cols} FROM {t} WITH NO DATA"
+        )
+        self._insert = (
+            f'INSERT INTO {t} ({cols}) SELECT {cols} FROM "{self._staging}" ON CONFLICT (id) DO NOTHING'
+        )
+        self._select = f"SELECT {', '.join(_rows.COLUMNS)} FROM {t}"
+        self._schema = f"""
+            CREATE TABLE IF NOT EXISTS {t} (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY,
+                id TEXT PRIMARY KEY,
+                ts DOUBLE PRECISION NOT NULL,
+                requested_model TEXT NOT NULL,
+                stream BOOLEAN NOT NULL,
+                policy_version TEXT NOT NULL,
+                status TEXT NOT NULL,
+                http_status INTEGER NOT NULL,
+                final_model TEXT,
+                tier TEXT,
+                input_tokens BIGINT NOT NULL,
+                output_tokens BIGINT NOT NULL,
+                cost_usd DOUBLE PRECISION NOT NULL,
+                counterfactual_cost_usd DOUBLE PRECISION NOT NULL,
+                latency_ms DOUBLE PRECISION NOT NULL,
+                ttft_ms DOUBLE PRECISION,
+                error TEXT,
+                key_id TEXT,
+                features JSONB NOT NULL,
+                decision JSONB NOT NULL,
+                attempts JSONB NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS "{table}_ts" ON {t} (ts);
+            CREATE TABLE IF NOT EXISTS "{table}_schema_version" (version INTEGER NOT NULL);
+            INSERT INTO "{table}_schema_version" (version)
+                SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM "{table}_schema_version");
+        """
+
+    async def _open(self) -> None:
+        try:
+            pool = await asyncpg.create_pool(
+                self._url,
+                min_size=1,
+                max_size=4,
+                timeout=CONNECT_TIMEOUT_S,
+                command_timeout=COMMAND_TIMEOUT_S,
+                init=_init_connection,
+            )
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            password = urlsplit(self._url).password
+            if password:
+                reason = reason.replace(password, "***")
+            raise ConnectionError(f"ledger: cannot connect to PostgreSQL at {self.where}: {reason}") from None
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                # Replicas starting together would race on CREATE TABLE IF NOT EXISTS (it is not
+                # atomic in PostgreSQL); a transaction-scoped advisory lock serialises them.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"tierwise:{self.table}")
+                await conn.execute(self._schema)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def _write_batch(self, rows: list[LedgerRow]) -> None:
+        records = [_encode(row) for row in rows]
+        async with self._acquire() as conn, conn.transaction():
+            await conn.execute(self._create_staging)
+            await conn.copy_records_to_table(self._staging, records=records, columns=_rows.COLUMNS)
+            await conn.execute(self._insert)
+
+    async def _close_store(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), COMMAND_TIMEOUT_S)
+            except TimeoutError:
+                pool.terminate()
+
+    async def fetch(self, *, since: float | None = None, limit: int | None = None) -> list[LedgerRow]:
+        """Rows in arrival order (oldest first), optionally only those at or after ``since``."""
+        sql = self._select
+        params: list[Any] = []
+        if since is not None:
+            params.append(since)
+            sql += f" WHERE ts >= ${len(params)}"
+        sql += " ORDER BY ts, seq"
+        if limit is not None:
+            params.append(limit)
+            sql += f" LIMIT ${len(params)}"
+        async with self._acquire() as conn:
+            records = await conn.fetch(sql, *params)
+        n = len(_rows.SCALAR_COLUMNS)
+        return [_rows.build_row(tuple(r)[:n], r["features"], r["decision"], r["attempts"]) for r in records]
+
+    async def count(self) -> int:
+        async with self._acquire() as conn:
+            return int(await conn.fetchval(f'SELECT count(*) FROM "{self.table}"'))
+
+    def _acquire(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("ledger is not started: await start() first")
+        return self._pool.acquire()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # JSONB in binary form is a version byte then the JSON text: orjson encodes and decodes it,
+    # which spares the extra str round trip of asyncpg's default text codec.
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
+    )
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    data = _rows.dumps(value)
+    if b"\\u0000" in data:  # PostgreSQL rejects NUL in JSONB and TEXT alike
+        data = _rows.dumps(_scrub(value))
+    return b"\x01" + data
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+def _encode(row: LedgerRow) -> tuple[Any, ...]:
+    scalars = tuple(_no_nul(v) if isinstance(v, str) else v for v in _rows.row_values(row))
+    return (*scalars, row.features, row.decision, _rows.attempts_to_json(row.attempts))
+
+
+def _no_nul(text: str) -> str:
+    # A NUL from an upstream error message would otherwise fail the batch on every retry.
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _no_nul(value)
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _describe(url: str) -> str:
+    """host:port/db of a PostgreSQL URL, without the user or password."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = "?"
+    return f"{parts.hostname or 'localhost'}:{port}/{parts.path.lstrip('/') or '(default db)'}"

@@ -1,0 +1,167 @@
+"""The policy engine: Features + fleet → Decision. Pure and synchronous, no I/O, no clock.
+
+Order of precedence: a concrete model named by the client (manual override) → a tier named by the
+client (``model="draft"`` or the ``tier`` hint) → the rules, first match wins → the default target.
+Every chain is precomputed at construction, so ``decide`` allocates little more than the Decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config, Target
+from ..errors import RequestError
+from ..features import Features
+from .playbook import PLAYBOOK_DEFAULT, PLAYBOOK_RULES
+from .rules import CompiledRule, compile_rule, first_match
+
+AUTO_MODELS: frozenset[str] = frozenset({"auto", "tierwise/auto", "tierwise"})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Which models to try, in order, and why."""
+
+    chain: tuple[str, ...]  # fleet model names, first choice first
+    tier: str  # tier of the first choice
+    reason: str  # "rule fast-short: input_tokens=212 < 500, latency_ms=800 < 1000 → draft"
+    rule: str  # the rule's name, "default", "tier-hint" or "manual"
+    layer: str  # which layer decided: "manual", "hint", "rules" or "default"
+    policy_version: str
+
+    def to_log(self) -> dict[str, Any]:
+        return {
+            "chain": list(self.chain),
+            "tier": self.tier,
+            "reason": self.reason,
+            "rule": self.rule,
+            "layer": self.layer,
+            "policy_version": self.policy_version,
+        }
+
+
+class PolicyEngine:
+    """Decides where each request goes. Build once per config; ``decide`` is safe to call concurrently."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = config.policy_version()
+        self._tier_of = {m.name: m.tier for m in config.models}
+        self._tier_members = {t: tuple(m.name for m in config.tier_models(t)) for t in config.tiers}
+        self._fallback_map = config.policy.fallbacks
+        rules = config.policy.rules if config.policy.rules is not None else PLAYBOOK_RULES
+        default = config.policy.default if config.policy.rules is not None else PLAYBOOK_DEFAULT
+        self.rules: tuple[CompiledRule, ...] = tuple(compile_rule(r) for r in rules)
+        self._rule_routes = {
+            r.name: self._route(r.rule.tier, r.rule.model, r.rule.fallbacks) for r in self.rules
+        }
+        self._default_route = self._route(default.tier, default.model, default.fallbacks)
+        self._default_target = default
+        self._tier_routes = {t: self._route(t, None, ()) for t in config.tiers}
+        self._manual_routes = {m.name: self._route(None, m.name, ()) for m in config.models}
+
+    # -- chain construction (start-up only) --
+
+    def _resolve_tier(self, tier: str) -> tuple[str, str]:
+        """The tier's name and first tier at or above it that has models (else the nearest below)."""
+        tiers = self.config.tiers
+        start = tiers.index(tier)
+        for candidate in (*tiers[start:], *reversed(tiers[:start])):
+            if self._tier_members[candidate]:
+                return tier, candidate
+        raise RequestError("the fleet has no models", status=503)  # Config requires ≥1 model
+
+    def _expand(self, target: str) -> tuple[str, ...]:
+        if target in self._tier_members:
+            return self._tier_members[self._resolve_tier(target)[1]]
+        return (target,)
+
+    def _route(
+        self, tier: str | None, model: str | None, fallbacks: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], str]:
+        """(chain, effective tier) for a target: its models, their configured fallbacks, then the
+        target's own fallbacks, each model once."""
+        if model is not None:
+            primary: tuple[str, ...] = (model,)
+            effective = self._tier_of[model]
+        else:
+            assert tier is not None
+            effective = self._resolve_tier(tier)[1]
+            primary = self._tier_members[effective]
+        chain: list[str] = []
+        for name in primary:
+            if name not in chain:
+                chain.append(name)
+        for name in list(chain):
+            for fallback in self._fallback_map.get(name, ()):
+                chain.extend(m for m in self._expand(fallback) if m not in chain)
+        for fallback in fallbacks:
+            chain.extend(m for m in self._expand(fallback) if m not in chain)
+        return tuple(chain), effective
+
+    # -- per request --
+
+    def decide(self, features: Features, *, model: str = "auto") -> Decision:
+        """Route one request. ``model`` is what the client asked for: ``auto``, a tier or a model name."""
+        if model not in AUTO_MODELS:
+            if model in self._manual_routes:
+                chain, tier = self._manual_routes[model]
+                return Decision(
+                    chain,
+                    tier,
+                    f"manual: model {model!r} requested by name",
+                    "manual",
+                    "manual",
+                    self.version,
+                )
+            if model in self._tier_routes:
+                chain, tier = self._tier_routes[model]
+                return Decision(
+                    chain, tier, f"tier {model!r} requested as model", "tier-request", "hint", self.version
+                )
+            raise RequestError(
+                f"model: unknown model {model!r}; use 'auto', a tier ({', '.join(self.config.tiers)}) "
+                f"or a model of the fleet (GET /v1/models)",
+                param="model",
+                status=404,
+                code="model_not_found",
+            )
+        if features.tier is not None:
+            route = self._tier_routes.get(features.tier)
+            if route is None:
+                raise RequestError(
+                    f"tier hint: unknown tier {features.tier!r}; tiers: {', '.join(self.config.tiers)}",
+                    param="x-tierwise-tier",
+                )
+            chain, tier = route
+            return Decision(
+                chain, tier, f"hint: tier {features.tier!r} requested", "tier-hint", "hint", self.version
+            )
+        rule = first_match(self.rules, features)
+        if rule is not None:
+            chain, tier = self._rule_routes[rule.name]
+            return Decision(
+                chain,
+                tier,
+                f"rule {rule.name}: {rule.explain(features)} → {tier}",
+                rule.name,
+                "rules",
+                self.version,
+            )
+        chain, tier = self._default_route
+        return Decision(
+            chain,
+            tier,
+            f"default: no rule matched (task={features.task}) → {tier}",
+            "default",
+            "default",
+            self.version,
+        )
+
+    def tier_of(self, model: str) -> str:
+        return self._tier_of[model]
+
+    @property
+    def default_target(self) -> Target:
+        return self._default_target

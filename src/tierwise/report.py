@@ -1,0 +1,119 @@
+"""Summaries of the ledger: where requests went, what they cost, and what routing saved.
+
+"Savings" compare the recorded cost with the counterfactual cost of every answered request had it
+gone to the always-strongest model, at the same token counts (the counterfactual model's own
+tokenizer may count a little differently; the ledger records what the answering model reported).
+A request is a *fallback* when the model that answered is not the decision's first choice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ledger.base import LedgerRow
+
+
+@dataclass(slots=True)
+class Group:
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    cost_usd: float = 0.0
+    counterfactual_usd: float = 0.0
+    tiers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, row: LedgerRow) -> None:
+        self.requests += 1
+        if row.status != "ok":
+            self.errors += 1
+        chain = row.decision.get("chain") or []
+        if row.final_model and chain and row.final_model != chain[0]:
+            self.fallbacks += 1
+        self.cost_usd += row.cost_usd
+        self.counterfactual_usd += row.counterfactual_cost_usd
+        if row.tier:
+            self.tiers[row.tier] += 1
+
+    def as_dict(self, total: int) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "share": self.requests / total if total else 0.0,
+            "errors": self.errors,
+            "fallback_rate": self.fallbacks / self.requests if self.requests else 0.0,
+            "cost_usd": self.cost_usd,
+            "counterfactual_usd": self.counterfactual_usd,
+            "tiers": dict(self.tiers),
+        }
+
+
+def summarize(rows: Iterable[LedgerRow]) -> dict[str, Any]:
+    """The report as a JSON-ready dict: totals, and groups by model, tier and task type."""
+    total = Group()
+    by_model: dict[str, Group] = defaultdict(Group)
+    by_tier: dict[str, Group] = defaultdict(Group)
+    by_task: dict[str, Group] = defaultdict(Group)
+    answered_counterfactual = 0.0
+    answered_cost = 0.0
+    latencies: list[float] = []
+    for row in rows:
+        total.add(row)
+        by_model[row.final_model or "(none)"].add(row)
+        by_tier[row.tier or "(none)"].add(row)
+        by_task[str(row.features.get("task", "?"))].add(row)
+        if row.status == "ok":
+            answered_cost += row.cost_usd
+            answered_counterfactual += row.counterfactual_cost_usd
+            latencies.append(row.latency_ms)
+    latencies.sort()
+    n = total.requests
+    return {
+        "requests": n,
+        "errors": total.errors,
+        "fallback_rate": total.fallbacks / n if n else 0.0,
+        "cost_usd": total.cost_usd,
+        "counterfactual_usd": total.counterfactual_usd,
+        "savings_usd": answered_counterfactual - answered_cost,
+        "savings_pct": (1 - answered_cost / answered_counterfactual) * 100
+        if answered_counterfactual
+        else 0.0,
+        "latency_ms_p50": latencies[len(latencies) // 2] if latencies else None,
+        "latency_ms_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        if latencies
+        else None,
+        "by_model": {k: g.as_dict(n) for k, g in sorted(by_model.items())},
+        "by_tier": {k: g.as_dict(n) for k, g in sorted(by_tier.items())},
+        "by_task": {k: g.as_dict(n) for k, g in sorted(by_task.items())},
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    """Plain-text tables of a summary, for the terminal."""
+    lines = [
+        f"requests {summary['requests']}  errors {summary['errors']}  "
+        f"fallback rate {summary['fallback_rate']:.1%}",
+        f"cost ${summary['cost_usd']:.4f}  vs always-strongest ${summary['counterfactual_usd']:.4f}  "
+        f"saved ${summary['savings_usd']:.4f} ({summary['savings_pct']:.1f}%)",
+    ]
+    if summary["latency_ms_p50"] is not None:
+        lines.append(
+            f"latency p50 {summary['latency_ms_p50']:.1f} ms  p99 {summary['latency_ms_p99']:.1f} ms"
+        )
+    for title, key in (("model", "by_model"), ("tier", "by_tier"), ("task", "by_task")):
+        groups = summary[key]
+        if not groups:
+            continue
+        width = max(len(title), *(len(k) for k in groups))
+        lines.append("")
+        lines.append(
+            f"{title:<{width}}  {'requests':>8}  {'share':>6}  {'cost $':>10}  {'fallback':>8}  tiers"
+        )
+        for name, g in groups.items():
+            tiers = " ".join(f"{t}:{c}" for t, c in sorted(g["tiers"].items()))
+            lines.append(
+                f"{name:<{width}}  {g['requests']:>8}  {g['share']:>6.1%}  {g['cost_usd']:>10.4f}  "
+                f"{g['fallback_rate']:>8.1%}  {tiers}"
+            )
+    return "\n".join(lines)

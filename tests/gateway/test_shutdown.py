@@ -1,0 +1,90 @@
+"""A graceful stop under load loses no ledger row: `tierwise serve` as a real process, SIGTERM mid-load."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from tests.fakes.upstream import FakeUpstream, free_port
+from tests.harness import fleet_config
+
+
+async def wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            if proc.returncode is not None:
+                raise AssertionError(f"gateway exited early: {await proc.stderr.read()}")  # type: ignore[union-attr]
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("gateway did not become healthy")
+
+
+async def test_sigterm_under_load_keeps_every_answered_row(tmp_path: Path) -> None:
+    upstream = await FakeUpstream(kind="openai", reply="ok", delay_s=0.3).start()
+    upstream.fault("slow")  # every answer takes 0.3 s, so many requests are in flight at SIGTERM
+    db = tmp_path / "ledger.db"
+    config = fleet_config(
+        {"cheap": upstream.url, "backup": upstream.url, "strong": "http://127.0.0.1:9"},
+        ledger=f"sqlite:///{db}",
+    )
+    config["providers"]["strong"] = {"kind": "openai", "base_url": upstream.url}
+    config["providers"]["cheap"]["timeouts"] = {"first_byte": 10, "total": 20}
+    path = tmp_path / "tierwise.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tierwise.cli",
+        "serve",
+        "--config",
+        str(path),
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(f"{base}/healthz", proc)
+        body = {
+            "model": "auto",
+            "messages": [{"role": "user", "content": "Classify: spam or not? 'WIN $$$'"}],
+        }
+
+        async def one(http: aiohttp.ClientSession) -> str | None:
+            try:
+                async with http.post(f"{base}/v1/chat/completions", json=body) as r:
+                    await r.read()
+                    return r.headers.get("x-tierwise-request-id") if r.status == 200 else None
+            except aiohttp.ClientError:
+                return None  # refused after the listener closed: never accepted
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            tasks = [asyncio.create_task(one(http)) for _ in range(150)]
+            await asyncio.sleep(0.15)
+            proc.send_signal(signal.SIGTERM)
+            late = [asyncio.create_task(one(http)) for _ in range(50)]
+            answered = [r for r in await asyncio.gather(*tasks, *late) if r]
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await upstream.stop()
+    assert len(answered) >= 100  # the in-flight requests were allowed to finish
+    with sqlite3.connect(db) as conn:
+        logged = {row[0] for row in conn.execute("SELECT id FROM requests")}
+    assert set(answered) <= logged
+    assert len(logged) == len(upstream.requests)  # one row per request that reached an upstream

@@ -1,0 +1,160 @@
+"""A whole tierwise stack on 127.0.0.1 for end-to-end tests.
+
+Fake upstream servers and the gateway run on an event loop in a background thread, so tests can
+drive them with the official SDKs, sync or async, exactly as an application would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from tests.fakes.upstream import FakeUpstream, refused_url
+from tierwise.config import parse_config
+from tierwise.gateway.app import create_app
+from tierwise.ledger import open_ledger
+from tierwise.router import Router
+
+T = TypeVar("T")
+API_KEY = "sk-upstream-SECRET-0123456789"
+# The fleets below read their key from this variable, as a real deployment reads its own.
+os.environ.setdefault("TW_TEST_KEY", API_KEY)
+
+
+class LoopThread:
+    """An asyncio loop running in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def fleet_config(urls: dict[str, str], *, ledger: str, **overrides: Any) -> dict[str, Any]:
+    """Three providers: ``cheap`` (OpenAI wire), ``backup`` (OpenAI wire), ``strong`` (Anthropic wire)."""
+    fast = {"connect": 1, "first_byte": 1.0, "read": 1.0, "total": 5}
+    config: dict[str, Any] = {
+        "providers": {
+            "cheap": {
+                "kind": "openai",
+                "base_url": urls["cheap"],
+                "api_key_env": "TW_TEST_KEY",
+                "timeouts": fast,
+            },
+            "backup": {
+                "kind": "openai",
+                "base_url": urls["backup"],
+                "api_key_env": "TW_TEST_KEY",
+                "timeouts": fast,
+            },
+            "strong": {
+                "kind": "anthropic",
+                "base_url": urls["strong"],
+                "api_key_env": "TW_TEST_KEY",
+                "timeouts": fast,
+            },
+        },
+        "models": [
+            {
+                "name": "draft-1",
+                "provider": "cheap",
+                "upstream": "cheap-model",
+                "tier": "draft",
+                "context_window": 16_000,
+                "price": {"input_per_mtok": 0.5, "output_per_mtok": 1.0},
+            },
+            {
+                "name": "review-1",
+                "provider": "backup",
+                "upstream": "backup-model",
+                "tier": "review",
+                "context_window": 64_000,
+                "price": {"input_per_mtok": 1.0, "output_per_mtok": 4.0},
+            },
+            {
+                "name": "exec-1",
+                "provider": "strong",
+                "upstream": "strong-model",
+                "tier": "execution",
+                "context_window": 200_000,
+                "price": {"input_per_mtok": 3.0, "output_per_mtok": 15.0},
+            },
+        ],
+        "policy": {
+            "retry": {"attempts": 2, "backoff_s": 0.01, "max_retry_after_s": 2},
+            "cooldown": {"failures": 3, "seconds": 30},
+        },
+        "storage": {"ledger": ledger},
+        "server": {"max_body_bytes": 256 * 1024},
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@dataclass
+class Stack:
+    loop: LoopThread
+    upstreams: dict[str, FakeUpstream]
+    router: Router
+    runner: web.AppRunner
+    base_url: str  # the gateway's OpenAI base URL, ending in /v1
+    ledger_url: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> list:
+        async def fetch() -> list:
+            await self.router.ledger.flush()
+            return await self.router.ledger.fetch()
+
+        return self.loop.run(fetch())
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self.runner.cleanup()  # runs on_cleanup: flushes the ledger, closes the router
+            for upstream in self.upstreams.values():
+                await upstream.stop()
+
+        self.loop.run(stop())
+        self.loop.stop()
+
+
+def start_stack(tmp_path: Path, *, refused: tuple[str, ...] = (), **overrides: Any) -> Stack:
+    """Start fake upstreams (``refused`` names get a dead URL instead) and the gateway."""
+    loop = LoopThread()
+
+    async def start() -> Stack:
+        upstreams = {
+            "cheap": await FakeUpstream(kind="openai", reply="cheap answer here").start(),
+            "backup": await FakeUpstream(kind="openai", reply="backup answer here").start(),
+            "strong": await FakeUpstream(kind="anthropic", reply="strong answer here").start(),
+        }
+        urls = {name: u.url for name, u in upstreams.items()}
+        for name in refused:
+            urls[name] = await refused_url("anthropic" if name == "strong" else "openai")
+        ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        config = parse_config(fleet_config(urls, ledger=ledger_url, **overrides))
+        router = Router(config, ledger=open_ledger(ledger_url))
+        runner = web.AppRunner(create_app(router), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        return Stack(loop, upstreams, router, runner, f"http://127.0.0.1:{port}/v1", ledger_url)
+
+    return loop.run(start())

@@ -1,0 +1,60 @@
+"""Ledger rows for tests: every field set, with None fields and attempts varying by index."""
+
+from __future__ import annotations
+
+from tierwise.ledger import Attempt, LedgerRow
+
+T0 = 1_760_000_000.0
+
+
+def make_row(i: int, *, prefix: str = "req") -> LedgerRow:
+    ok = i % 3 != 0
+    attempts = [
+        Attempt(
+            model="cheap-a",
+            provider="openai",
+            status="ok" if ok else "UpstreamTimeout",
+            latency_ms=100.5 + i,
+            ttft_ms=20.25 if i % 2 else None,
+            input_tokens=200 + i,
+            output_tokens=40 if ok else 0,
+            cost_usd=0.000125 * (i + 1),
+            http_status=200 if ok else None,
+            error=None if ok else "cheap-a: no answer within 30 s",
+            retry=0,
+        )
+    ]
+    if not ok:
+        attempts.append(
+            Attempt(model="strong-b", provider="anthropic", status="ok", latency_ms=900.0, retry=1)
+        )
+    return LedgerRow(
+        id=f"{prefix}-{i:06d}",
+        ts=T0 + i * 0.001,
+        requested_model="auto",
+        stream=bool(i % 2),
+        features={
+            "task": "classify",
+            "input_tokens": 200 + i,
+            "signals": {"code": False, "math": i % 5 == 0},
+        },
+        decision={"chain": ["cheap-a", "strong-b"], "tier": "draft", "reason": f"rule short-draft #{i}"},
+        policy_version="p-2024-01",
+        status="ok",
+        http_status=200,
+        final_model="cheap-a" if ok else "strong-b",
+        tier="draft" if i % 4 else None,
+        input_tokens=200 + i,
+        output_tokens=40,
+        cost_usd=0.000125 * (i + 1),
+        counterfactual_cost_usd=0.0031 * (i + 1),
+        latency_ms=120.75 + i,
+        ttft_ms=None if i % 2 else 18.5,
+        error=None if ok else "cheap-a: UpstreamTimeout",
+        key_id=None if i % 7 == 0 else "team-a",
+        attempts=attempts,
+    )
+
+
+def make_rows(n: int, *, prefix: str = "req") -> list[LedgerRow]:
+    return [make_row(i, prefix=prefix) for i in range(n)]

@@ -1,0 +1,61 @@
+"""The in-process state: breaker thresholds and cooldowns, spend counters."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tierwise.state import MemoryState
+
+
+async def test_breaker_opens_exactly_at_the_threshold() -> None:
+    state = MemoryState()
+    opened = [await state.record_failure("m", threshold=3, cooldown_s=60) for _ in range(3)]
+    assert opened == [False, False, True]
+    assert await state.cooling(["m", "other"]) == frozenset({"m"})
+    # Failures of calls already in flight when it opened neither re-open nor extend it.
+    assert await state.record_failure("m", threshold=3, cooldown_s=60) is False
+
+
+async def test_cooldown_expires() -> None:
+    state = MemoryState()
+    assert await state.record_failure("m", threshold=1, cooldown_s=0.2) is True
+    assert await state.cooling(["m"]) == frozenset({"m"})
+    await asyncio.sleep(0.3)
+    assert await state.cooling(["m"]) == frozenset()
+    # After the cooldown a fresh run of failures is needed.
+    assert await state.record_failure("m", threshold=2, cooldown_s=60) is False
+    assert await state.record_failure("m", threshold=2, cooldown_s=60) is True
+
+
+async def test_success_resets_the_consecutive_count() -> None:
+    state = MemoryState()
+    await state.record_failure("m", threshold=3, cooldown_s=60)
+    await state.record_failure("m", threshold=3, cooldown_s=60)
+    await state.record_success("m")
+    assert await state.record_failure("m", threshold=3, cooldown_s=60) is False
+    assert await state.cooling(["m"]) == frozenset()
+
+
+async def test_old_failures_fall_out_of_the_window() -> None:
+    state = MemoryState(failure_window_s=0.1)
+    await state.record_failure("m", threshold=2, cooldown_s=60)
+    await asyncio.sleep(0.2)
+    assert await state.record_failure("m", threshold=2, cooldown_s=60) is False
+
+
+async def test_models_are_independent_and_states_do_not_share() -> None:
+    one, two = MemoryState(), MemoryState()
+    await one.record_failure("a", threshold=1, cooldown_s=60)
+    assert await one.cooling(["a", "b"]) == frozenset({"a"})
+    assert await two.cooling(["a", "b"]) == frozenset()
+    assert await one.cooling([]) == frozenset()
+
+
+async def test_spend_adds_up_per_key() -> None:
+    state = MemoryState()
+    assert await state.spend("team-a") == 0.0
+    assert await state.add_spend("team-a", 0.25) == 0.25
+    assert await state.add_spend("team-a", 0.5) == 0.75
+    assert await state.add_spend("team-b", 1.0) == 1.0
+    assert await state.spend("team-a") == 0.75
+    await state.close()
