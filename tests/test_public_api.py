@@ -8,9 +8,19 @@ import sys
 import tierwise
 
 PUBLIC = {
-    "ChainExhausted", "Config", "ConfigError", "Decision", "Features", "ProviderError", "RequestError",
-    "Routed", "RoutedStream", "Router", "TierwiseError", "load_config",
-}  # fmt: skip
+    "ChainExhausted",
+    "Config",
+    "ConfigError",
+    "Decision",
+    "Features",
+    "ProviderError",
+    "RequestError",
+    "Routed",
+    "RoutedStream",
+    "Router",
+    "TierwiseError",
+    "load_config",
+}
 
 
 def test_all_lists_exactly_the_public_names() -> None:

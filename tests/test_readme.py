@@ -26,10 +26,20 @@ def demo_gateway(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
     workdir = tmp_path_factory.mktemp("readme")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tierwise.cli", "serve", "--config", str(ROOT / "examples/demo.yaml"),
-         "--port", str(port)],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tierwise.cli",
+            "serve",
+            "--config",
+            str(ROOT / "examples/demo.yaml"),
+            "--port",
+            str(port),
+        ],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         for _ in range(200):
             try:
@@ -46,10 +56,17 @@ def demo_gateway(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index: int, demo_gateway: tuple[int, Path], monkeypatch: pytest.MonkeyPatch,
-                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_readme_example_runs(
+    index: int,
+    demo_gateway: tuple[int, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     port, workdir = demo_gateway
-    monkeypatch.chdir(ROOT)
+    # Run where a user would, with the repository's examples/ beside it, so ledgers land in tmp.
+    if not (workdir / "examples").exists():
+        (workdir / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.chdir(workdir)
     code = BLOCKS[index].replace("127.0.0.1:8080", f"127.0.0.1:{port}")
     exec(compile(code, f"README.md[python block {index}]", "exec"), {})
     out = capsys.readouterr().out

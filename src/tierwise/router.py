@@ -145,6 +145,8 @@ class Router:
         self._started = False
         self._closed = False
         self._sync: _SyncRunner | None = None
+        # Streams handed out and not yet finished: closed (and logged) before the ledger closes.
+        self._open_streams: dict[str, AsyncIterator[Chunk]] = {}
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **kwargs: Any) -> Router:
@@ -168,6 +170,8 @@ class Router:
         if self._closed:
             return
         self._closed = True
+        for chunks in list(self._open_streams.values()):
+            await chunks.aclose()  # type: ignore[attr-defined]
         if self._started:
             await self.ledger.close()
         await self.state.close()
@@ -273,6 +277,7 @@ class Router:
             wants_usage,
             (request_id, arrived, started, body, features, decision, outcome, key_id),
         )
+        self._open_streams[request_id] = chunks
         try:
             first = await anext(chunks)
         except StopAsyncIteration:  # unreachable: dispatch yields at least one chunk or raises
@@ -301,6 +306,7 @@ class Router:
                 outcome.status = "cancelled"
             raise
         finally:
+            self._open_streams.pop(request_id, None)
             await chunks.aclose()  # type: ignore[attr-defined]
             await self._log(
                 request_id, arrived, started, body, features, decision, outcome, status, error, key_id

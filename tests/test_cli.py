@@ -1,0 +1,51 @@
+"""The tierwise command: route --explain and report, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = str(ROOT / "examples" / "tierwise.yaml")
+
+
+def tierwise(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tierwise.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
+
+
+def test_route_explain_needs_no_keys_and_calls_nothing() -> None:
+    result = tierwise("route", "--config", EXAMPLE, "--explain", "Summarize this thread in 3 bullets")
+    assert result.returncode == 0, result.stderr
+    assert "model    deepseek-v4-pro" in result.stdout
+    assert "rule cheap-task" in result.stdout
+    assert "deepseek-v4-pro → glm-5.2" in result.stdout
+
+
+def test_route_explain_json_and_hints() -> None:
+    result = tierwise("route", "--config", EXAMPLE, "--explain", "hi", "--risk", "critical", "--json")
+    decision = json.loads(result.stdout)["decision"]
+    assert decision["rule"] == "critical" and decision["chain"][0] == "claude-sonnet-4.6"
+
+
+def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(EXAMPLE).read_text().replace("input_per_mtok: 0.435", "input_per_mtok: -1"))
+    result = tierwise("route", "--config", str(bad), "--explain", "x")
+    assert result.returncode == 2
+    assert "models[0].price.input_per_mtok: must be ≥ 0" in result.stderr
+
+
+def test_serve_without_key_names_the_variable(tmp_path: Path) -> None:
+    result = tierwise("serve", "--config", EXAMPLE, "--port", "1")
+    assert result.returncode == 2
+    assert "api_key_env: DEEPSEEK_API_KEY is not set" in result.stderr
+
+
+def test_report_on_empty_and_missing_ledger(tmp_path: Path) -> None:
+    result = tierwise("report", "--ledger", f"sqlite:///{tmp_path}/none.db", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["requests"] == 0
