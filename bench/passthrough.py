@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -28,7 +29,7 @@ def create_app(upstream: str) -> web.Application:
             body = await resp.read()
             return web.Response(body=body, status=resp.status, content_type="application/json")
 
-    async def session(app: web.Application):  # type: ignore[no-untyped-def]
+    async def session(app: web.Application) -> AsyncIterator[None]:
         app[session_key] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
         yield
         await app[session_key].close()

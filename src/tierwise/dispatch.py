@@ -74,7 +74,7 @@ class Dispatcher:
 
     async def plan(self, decision: Decision, features: Features, outcome: Outcome) -> list[ModelEntry]:
         """The chain in the order it will be tried: too-small context windows dropped, cooling models last."""
-        needed = features.input_tokens + (features.max_output_tokens or 0)
+        needed = features.context_needed()
         fitting: list[ModelEntry] = []
         for name in decision.chain:
             model = self._models[name]

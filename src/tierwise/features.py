@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -68,51 +68,50 @@ class Features:
     task_source: str = "inferred"  # "hint" when the caller named the task
     text: str = ""  # the last user message, for `regex` conditions; never written to the ledger
 
+    def context_needed(self) -> int:
+        """Estimated context window the request needs: its input plus the output it reserves."""
+        return self.input_tokens + (self.max_output_tokens or 0)
+
     def to_log(self) -> dict[str, Any]:
         """The features as a JSON-ready dict for the ledger, without the prompt text."""
-        out = asdict(self)
-        del out["text"]
-        return out
+        return {name: getattr(self, name) for name in _LOGGED_FIELDS}
 
 
 FEATURE_NAMES: frozenset[str] = frozenset(Features.__dataclass_fields__)
+_LOGGED_FIELDS: tuple[str, ...] = tuple(name for name in Features.__dataclass_fields__ if name != "text")
 
-_RE_FENCE = re.compile(r"```")
 _RE_CODE = re.compile(
     r"\b(?:def|class|import|return|function|const|let|var|public|private|static|void|fn|impl|struct|"
-    r"SELECT|INSERT|UPDATE|CREATE\s+TABLE|#include|console\.log|printf|println)\b[^\n]{0,80}[({;:=]"
+    r"select|insert|update|create\s+table|#include|console\.log|printf|println)\b[^\n]{0,80}[({;:=]"
     r"|\b(?:python|javascript|typescript|java|c\+\+|c#|rust|golang|kotlin|swift|php|ruby|bash|sql|regex|"
     r"html|css|react|django|flask|numpy|pandas|api|code|script|program|function|compile|debug|bug|"
     r"stack\s*trace|exception|refactor|unit\s+test)\b",
-    re.IGNORECASE,
 )
 _RE_MATH = re.compile(
     r"\d\s*[-+*/^×÷=]\s*\(?\d|\\(?:frac|int|sum|sqrt|cdot|lim)\b|[∫∑√π≤≥≠]"
     r"|\b(?:solve|equation|integral|derivative|probability|prove|theorem|calculate|compute|arithmetic|"
     r"algebra|geometry|polynomial|matrix|logarithm|factorial|percent(?:age)?|how many|how much)\b",
-    re.IGNORECASE,
 )
+# Every pattern below is matched against lower-cased text (one str.lower() per message is far cheaper
+# than re.IGNORECASE on each of them).
 _RE_MULTI_STEP = re.compile(
     r"\bstep[- ]by[- ]step\b|\bfirst\b[^.?!\n]{0,200}\bthen\b|\bthink (?:carefully|through)\b"
     r"|\b(?:plan|design|architect|trade-?offs?|pros and cons|compare and contrast)\b",
-    re.IGNORECASE,
 )
 _RE_NUMBERED = re.compile(r"^\s*(?:\d+[.)]|[-*]) \S", re.MULTILINE)
 _RE_REASONING = re.compile(
     r"\b(?:why|explain|analy[sz]e|reason|evaluate|critique|argue|justify|infer|deduce|riddle|puzzle|"
     r"logic(?:al)?|implications?|strategy|decide|recommend)\b",
-    re.IGNORECASE,
 )
 # Instruction verbs are read from the start of the last user message (or the system prompt): "Summarize
 # this code" is a summary even though it contains code.
 _INSTRUCTIONS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("summarize", re.compile(r"\b(?:summari[sz]e|summary|tl;?dr|sum up|condense|key points|recap)\b", re.I)),
+    ("summarize", re.compile(r"\b(?:summari[sz]e|summary|tl;?dr|sum up|condense|key points|recap)\b")),
     (
         "translate",
         re.compile(
             r"\btranslat(?:e|ion)\b|\b(?:into|to) (?:english|french|german|spanish|"
             r"italian|portuguese|chinese|japanese|korean|russian|arabic|hindi|dutch)\b",
-            re.I,
         ),
     ),
     (
@@ -120,22 +119,19 @@ _INSTRUCTIONS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"\b(?:classify|categori[sz]e|sentiment|label (?:this|the|each)|which category|"
             r"is (?:this|it) (?:spam|positive|negative|toxic))\b",
-            re.I,
         ),
     ),
-    ("extract", re.compile(r"\b(?:extract|pull out|parse|find all|list (?:all|every)|named entit)", re.I)),
+    ("extract", re.compile(r"\b(?:extract|pull out|parse|find all|list (?:all|every)|named entit)")),
     (
         "format",
         re.compile(
             r"\b(?:reformat|format (?:this|the|as)|convert (?:this|it|the)\b[^\n]{0,40}\bto\b|"
             r"rewrite (?:this|it) as|as (?:a )?(?:json|csv|yaml|markdown table|bullet list))\b",
-            re.I,
         ),
     ),
 )
 _RE_QUESTION = re.compile(
     r"^\s*(?:what|who|whom|when|where|which|how|is|are|does|do|can|could|should|was|were|define)\b|\?\s*$",
-    re.IGNORECASE,
 )
 
 
@@ -163,10 +159,14 @@ def _content_text(content: Any) -> tuple[str, bool]:
     return "\n".join(texts), image
 
 
-def _infer_task(last_user: str, system: str, *, has_code: bool, has_math: bool, json_mode: bool) -> str:
+def _infer_task(
+    last_user: str, system: str, *, has_code: bool, has_math: bool, json_mode: bool, short: bool
+) -> str:
+    """``last_user`` and ``system`` are lower-cased snippets; ``short``: the full message is short."""
     head = last_user[:_INSTRUCTION_HEAD]
+    system_head = system[:_INSTRUCTION_HEAD]
     for task, pattern in _INSTRUCTIONS:
-        if pattern.search(head) or (system and pattern.search(system[:_INSTRUCTION_HEAD])):
+        if pattern.search(head) or (system_head and pattern.search(system_head)):
             return task
     if has_code:
         return "code"
@@ -176,7 +176,7 @@ def _infer_task(last_user: str, system: str, *, has_code: bool, has_math: bool, 
         return "extract"
     if _RE_REASONING.search(head):
         return "reasoning"
-    if len(last_user) < 400 and _RE_QUESTION.search(last_user[-200:] if len(last_user) > 200 else last_user):
+    if short and _RE_QUESTION.search(last_user[-200:] if len(last_user) > 200 else last_user):
         return "qa"
     return "chat"
 
@@ -240,6 +240,7 @@ def extract_features(body: Mapping[str, Any], hints: Mapping[str, Any] | None = 
     chars = 0
     has_code = has_math = has_images = multi_step = False
     last_user = ""
+    user_lower = system_lower = ""  # lower-cased snippets the classifiers read
     system = ""
     tool_turns = 0
     for message in messages:
@@ -255,8 +256,12 @@ def extract_features(body: Mapping[str, Any], hints: Mapping[str, Any] | None = 
             tool_turns += 1
         if not text:
             continue
-        snippet = _snippet(text)
-        if not has_code and (_RE_FENCE.search(snippet) or _RE_CODE.search(snippet)):
+        snippet = _snippet(text).lower()
+        if role == "user":
+            user_lower = snippet
+        elif role in ("system", "developer") and not system_lower:
+            system_lower = snippet
+        if not has_code and ("```" in snippet or _RE_CODE.search(snippet)):
             has_code = True
         if not has_math and _RE_MATH.search(snippet):
             has_math = True
@@ -282,7 +287,14 @@ def extract_features(body: Mapping[str, Any], hints: Mapping[str, Any] | None = 
     task_source = "hint"
     if task is None:
         task_source = "inferred"
-        task = _infer_task(last_user, system, has_code=has_code, has_math=has_math, json_mode=json_mode)
+        task = _infer_task(
+            user_lower,
+            system_lower,
+            has_code=has_code,
+            has_math=has_math,
+            json_mode=json_mode,
+            short=len(last_user) < 400,
+        )
     return Features(
         task=task,
         input_tokens=chars // 4 + 4 * len(messages) + 3,

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tierwise.ledger import LedgerRow
-from tierwise.ledger._queue import BATCH_SIZE, WriteBehindLedger
+from tierwise.ledger._queue import BATCH_SIZE, LINGER_S, WriteBehindLedger
 
 from .rows import make_rows
 
@@ -132,7 +132,7 @@ async def test_close_cuts_a_long_backoff_short() -> None:
     rows = make_rows(3)
     for row in rows:
         await ledger.record(row)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(LINGER_S + 0.05)  # the first write (which fails) has happened
     started = time.monotonic()
     await ledger.close()
     assert time.monotonic() - started < 10

@@ -19,6 +19,9 @@ from .base import LedgerRow
 log = logging.getLogger("tierwise.ledger")
 
 BATCH_SIZE = 500
+# After the first row of a batch arrives, wait this long for more before writing: at low request rates
+# one transaction per request would cost more CPU than the request itself. flush() and close() cut it short.
+LINGER_S = 0.05
 
 
 class WriteBehindLedger:
@@ -42,6 +45,7 @@ class WriteBehindLedger:
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
         self._closing = asyncio.Event()
+        self._hurry = asyncio.Event()  # set by flush()/close(): write what is queued now
         self._waiting_puts = 0  # record() calls blocked on a full queue
         self._abandoned = False  # close() gave up on the store: drop what is left, counted
         self._lost = 0
@@ -91,6 +95,7 @@ class WriteBehindLedger:
 
     async def flush(self) -> None:
         """Wait until every row accepted so far is written."""
+        self._hurry.set()
         await self._queue.join()
 
     async def close(self) -> None:
@@ -99,6 +104,7 @@ class WriteBehindLedger:
             return
         self._closed = True
         self._closing.set()  # cuts short a retry backoff in progress
+        self._hurry.set()
         if self._writer is not None:
             # A record() that was blocked on the full queue before close still gets its row in.
             while True:
@@ -124,6 +130,11 @@ class WriteBehindLedger:
         queue = self._queue
         while True:
             batch = [await queue.get()]
+            if queue.qsize() < BATCH_SIZE and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), LINGER_S)
+            if not self._closing.is_set():
+                self._hurry.clear()
             while len(batch) < BATCH_SIZE:
                 try:
                     batch.append(queue.get_nowait())
