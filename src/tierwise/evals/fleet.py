@@ -89,14 +89,22 @@ def default_fleet(dataset: EvalDataset) -> EvalFleet:
         if upstream not in dataset.prices:
             raise ConfigError(f"dataset {dataset.name}: no list price for {upstream}")
         price_in, price_out = dataset.prices[upstream]
-        models.append({
-            "name": upstream.rsplit("/", 1)[-1], "provider": "replay", "upstream": upstream, "tier": tier,
-            "context_window": CONTEXT_WINDOWS.get(upstream, _DEFAULT_CONTEXT),
-            "price": {"input_per_mtok": price_in, "output_per_mtok": price_out},
-        })  # fmt: skip
+        models.append(
+            {
+                "name": upstream.rsplit("/", 1)[-1],
+                "provider": "replay",
+                "upstream": upstream,
+                "tier": tier,
+                "context_window": CONTEXT_WINDOWS.get(upstream, _DEFAULT_CONTEXT),
+                "price": {"input_per_mtok": price_in, "output_per_mtok": price_out},
+            }
+        )
     config = parse_config(
-        {"providers": {"replay": {"kind": "replay", "dataset": dataset.name}}, "models": models,
-         "storage": {"ledger": "none"}},
+        {
+            "providers": {"replay": {"kind": "replay", "dataset": dataset.name}},
+            "models": models,
+            "storage": {"ledger": "none"},
+        },
         source=f"default fleet of {dataset.name}",
-    )  # fmt: skip
+    )
     return fleet_from_config(config, dataset)

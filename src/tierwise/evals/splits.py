@@ -45,7 +45,9 @@ def kfold(prompts: Sequence[str], k: int = 5, *, seed: int = 0) -> list[Split]:
     return _folds(units, members, k, seed)
 
 
-def group_folds(prompts: Sequence[str], groups: Sequence[str | None], k: int = 5, *, seed: int = 0) -> list[Split]:
+def group_folds(
+    prompts: Sequence[str], groups: Sequence[str | None], k: int = 5, *, seed: int = 0
+) -> list[Split]:
     """k folds over whole groups: every prompt of a held-out group is in the test fold.
 
     A prompt text found in several groups is kept with the first group it appears in, so no text is
