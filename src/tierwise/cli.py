@@ -117,6 +117,57 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evals.datasets import load_dataset
+    from .evals.fleet import default_fleet
+    from .evals.output import render_table, write_json, write_plot
+    from .evals.policies import make_policy
+    from .evals.run import evaluate
+    from .evals.splits import group_folds, kfold
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(args.data, data_dir=args.data_dir)
+    specs = args.policy or ["rules"]
+    first = make_policy(specs[0], dataset, seed=args.seed)
+    fleet = first.fleet(dataset) if specs[0] not in ("random", "oracle") else default_fleet(dataset)
+    policies = [first] + [make_policy(spec, dataset, default=fleet, seed=args.seed) for spec in specs[1:]]
+    folds = None
+    if args.cv:
+        texts = [str(p.messages[-1].get("content", "")) for p in dataset.prompts]
+        if args.split == "category":
+            folds = group_folds(texts, [p.category for p in dataset.prompts], args.cv, seed=args.seed)
+        else:
+            folds = kfold(texts, args.cv, seed=args.seed)
+
+    def progress(message: str) -> None:
+        if sys.stderr.isatty():
+            print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
+
+    report = evaluate(
+        dataset,
+        policies,
+        fleet=fleet,
+        seed=args.seed,
+        n_boot=args.bootstrap,
+        folds=folds,
+        split=f"{args.cv}-fold {args.split}" if args.cv else "none",
+        progress=progress,
+    )
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr)
+    print(render_table(report))
+    write_json(report, out / "report.json")
+    problem = None if args.no_plot else write_plot(report, out / "curve.png")
+    written = "report.json" + ("" if args.no_plot or problem else ", curve.png")
+    print(f"wrote {written} to {out} in {report.meta['elapsed_s']:.2f} s")
+    if problem:
+        print(f"no plot: {problem}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tierwise", description="Route LLM requests to the cheapest capable model."
@@ -152,6 +203,36 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", type=float, help="only rows at or after this unix time")
     report.add_argument("--json", action="store_true")
     report.set_defaults(run=_report)
+    evaluate = commands.add_parser("eval", help="replay policies on real multi-model data: cost vs quality")
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        metavar="NAME_OR_PATH",
+        help="routellm-mmlu, routellm-gsm8k, routellm-mtbench, arena-bench-v1, or a file "
+        "in the generic format (JSONL/CSV/Parquet)",
+    )
+    evaluate.add_argument("--data-dir", help="read the named datasets' original files from here")
+    evaluate.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME_OR_CONFIG",
+        help="rules (the default playbook), random, oracle, always-cheapest, always-strongest, "
+        "or a config YAML; repeatable. Baselines are always included.",
+    )
+    evaluate.add_argument("--out", required=True, help="directory for report.json and curve.png")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0: none)"
+    )
+    evaluate.add_argument("--cv", type=int, default=0, metavar="K", help="report the mean over K test folds")
+    evaluate.add_argument(
+        "--split",
+        choices=("random", "category"),
+        default="random",
+        help="with --cv: random folds, or whole categories (MMLU subjects) held out",
+    )
+    evaluate.add_argument("--no-plot", action="store_true")
+    evaluate.set_defaults(run=_eval)
     return parser
 
 
@@ -166,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TierwiseError as exc:
         print(f"tierwise: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # bad command-line values found past argparse (e.g. an unknown policy)
+        print(f"tierwise: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,334 @@
+"""``tierwise eval``: replay policies over a dataset and compute every metric of the report.
+
+The report's quality is the mean recorded score (0..1) of the answers a policy's choices would have
+got; cost is the mean USD per request. Metrics follow their references (see ``metrics.py`` and
+``curves.py``): APGR and CPT on the strong-call-share curve as RouteLLM computes them, AIQ on the
+cost curve as RouterBench defines it, savings at quality parity with always-strongest on the hull of
+the cost curve. Confidence intervals are seeded percentile bootstraps over prompts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from . import metrics
+from .curves import (
+    DECILE_PCTS,
+    expected_random_curve,
+    oracle_binary_curve,
+    oracle_frontier,
+    oracle_graded_curve,
+    qcut_thresholds,
+)
+from .fleet import EvalFleet
+from .policies import BASELINES, EvalPolicy, Routing, baseline
+from .records import EvalDataset
+from .replay import Matrices, Point, matrices, operating_point, threshold_choices
+from .splits import Split
+
+
+@dataclass(slots=True)
+class Curves:
+    share: tuple[np.ndarray, np.ndarray]  # (strong-call %, quality)
+    cost: tuple[np.ndarray, np.ndarray]  # (mean USD per request, quality)
+
+
+@dataclass(slots=True)
+class Evaluated:
+    """One policy on one set of test prompts."""
+
+    point: Point
+    curves: Curves
+    routing: Routing
+
+
+@dataclass(slots=True)
+class EvalReport:
+    dataset: EvalDataset
+    fleet: EvalFleet
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.dataset
+        return {
+            "tierwise_version": __version__,
+            "dataset": {
+                "name": d.name,
+                "prompts": len(d),
+                "removed_contaminated": d.removed,
+                "sha256": d.content_hash,
+                "tokenizer": d.tokenizer,
+                "score_scale": d.score_scale,
+                "source": d.source,
+            },
+            "fleet": [
+                {
+                    "name": m.name,
+                    "dataset_model": dm,
+                    "tier": m.tier,
+                    "price": {
+                        "input_per_mtok": m.price.input_per_mtok,
+                        "output_per_mtok": m.price.output_per_mtok,
+                    },
+                }
+                for m, dm in zip(self.fleet.models, self.fleet.dataset_models, strict=True)
+            ],
+            **self.meta,
+            "policies": self.policies,
+        }
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.any(~np.isnan(values)) else math.nan
+
+
+class _Context:
+    """The fleet-wide references every policy is measured against, on one set of prompts."""
+
+    def __init__(self, fleet: EvalFleet, data: Matrices) -> None:
+        self.fleet = fleet
+        self.data = data
+        self.weak, self.strong = fleet.cheapest, fleet.strongest
+        self.weak_point = operating_point(np.full(len(data), self.weak), data, self.strong)
+        self.strong_point = operating_point(np.full(len(data), self.strong), data, self.strong)
+
+
+def _curves(routing: Routing, ctx: _Context) -> tuple[Point, Curves]:
+    data = ctx.data
+    if routing.scores is not None:
+        thresholds = qcut_thresholds(routing.scores)
+        points = [
+            operating_point(c, data, ctx.strong)
+            for c in threshold_choices(routing.scores, thresholds, ctx.weak, ctx.strong)
+        ]
+        at_half = operating_point(np.where(routing.scores >= 0.5, ctx.strong, ctx.weak), data, ctx.strong)
+        point = at_half
+    else:
+        assert routing.choice is not None
+        point = operating_point(routing.choice, data, ctx.strong)
+        constant = len(routing.choice) > 0 and bool(np.all(routing.choice == routing.choice[0]))
+        # A policy that sends everything to one model is a single point, not a curve.
+        points = [point] if constant else [ctx.weak_point, point, ctx.strong_point]
+    points.sort(key=lambda p: (p.strong_share, p.cost))
+    share = (np.array([p.strong_share * 100 for p in points]), np.array([p.quality for p in points]))
+    by_cost = sorted(points, key=lambda p: p.cost)
+    cost = (np.array([p.cost for p in by_cost]), np.array([p.quality for p in by_cost]))
+    return point, Curves(share, cost)
+
+
+def _oracle_curves(ctx: _Context, point: Point) -> Curves:
+    """RouteLLM's optimal-router curve on the cheap/strong pair, and the N-model oracle cost frontier."""
+    weak = ctx.data.scores[:, ctx.weak]
+    strong = ctx.data.scores[:, ctx.strong]
+    both = ~(np.isnan(weak) | np.isnan(strong))
+    values = np.concatenate([weak[both], strong[both]])
+    if np.all((values == 0) | (values == 1)):
+        share = oracle_binary_curve(weak[both] == 1, strong[both] == 1, scale=1.0)
+    else:
+        share = oracle_graded_curve(weak[both], strong[both], scale=1.0)
+    scored = ~np.all(np.isnan(ctx.data.scores), axis=1)
+    frontier = oracle_frontier(ctx.data.scores[scored], ctx.data.costs[scored])
+    return Curves(
+        (np.asarray(share.strong_pct), np.asarray(share.quality)),
+        (np.asarray(frontier.cost), np.asarray(frontier.quality)),
+    )
+
+
+def _evaluate(policy: EvalPolicy, dataset: EvalDataset, ctx: _Context) -> Evaluated:
+    routing = policy.route(dataset, ctx.data)
+    point, curves = _curves(routing, ctx)
+    if policy.name == "oracle":
+        curves = _oracle_curves(ctx, point)
+    return Evaluated(point, curves, routing)
+
+
+def _summary(ev: Evaluated, ctx: _Context) -> dict[str, Any]:
+    weak_q, strong_q = ctx.weak_point.quality, ctx.strong_point.quality
+    share_x, share_q = ev.curves.share
+    cost_x, cost_q = ev.curves.cost
+    spans = len(share_x) > 1 and share_x.max() > share_x.min()
+    gap = strong_q - weak_q
+
+    def maybe(fn: Callable[[], float | None]) -> float | None:
+        try:
+            value = fn()
+        except ValueError:
+            return None
+        return None if value is None or not math.isfinite(value) else float(value)
+
+    cpts = {}
+    for pct in (20, 50, 80):
+        cpts[f"cpt_{pct}"] = (
+            maybe(
+                lambda pct=pct: metrics.cpt(
+                    share_x, share_q, weak_quality=weak_q, strong_quality=strong_q, recovered=pct / 100
+                )
+            )
+            if spans
+            else None
+        )
+    strongest_cost = ctx.strong_point.cost
+    return {
+        "quality": ev.point.quality,
+        "cost_usd": ev.point.cost,
+        "cost_per_1k_usd": ev.point.cost * 1000,
+        "strong_share": ev.point.strong_share,
+        "pgr": maybe(lambda: metrics.pgr(ev.point.quality, weak_quality=weak_q, strong_quality=strong_q))
+        if gap
+        else None,
+        "apgr": maybe(lambda: metrics.apgr(share_x, share_q, weak_quality=weak_q, strong_quality=strong_q))
+        if spans and gap
+        else None,
+        **cpts,
+        "aiq": maybe(lambda: metrics.aiq(cost_x, cost_q, c_min=ctx.weak_point.cost, c_max=strongest_cost)),
+        "savings_at_parity": maybe(
+            lambda: metrics.savings_at_parity(
+                cost_x, cost_q, strongest_cost=strongest_cost, strongest_quality=strong_q
+            )
+        ),
+        "savings_at_95": maybe(
+            lambda: metrics.savings_at_parity(
+                cost_x, cost_q, strongest_cost=strongest_cost, strongest_quality=strong_q, fraction=0.95
+            )
+        ),
+        "savings_pct": (1 - ev.point.cost / strongest_cost) * 100 if strongest_cost else None,
+        "curve": [[float(c), float(q)] for c, q in zip(cost_x, cost_q, strict=True)],
+        "curve_strong_share": [[float(s) / 100, float(q)] for s, q in zip(share_x, share_q, strict=True)],
+    }
+
+
+def _bootstrap(
+    policy: Evaluated, ctx: _Context, *, n_boot: int, seed: int, oracle: bool = False
+) -> dict[str, list[float]]:
+    """95% percentile intervals of quality, cost and APGR, resampling prompts."""
+    data = ctx.data
+    routing = policy.routing
+    weak_scores = data.scores[:, ctx.weak]
+    strong_scores = data.scores[:, ctx.strong]
+    rows = np.arange(len(data))
+    if routing.choice is not None:
+        picked = np.where(routing.choice >= 0, routing.choice, 0)
+        scores = np.where(routing.choice >= 0, data.scores[rows, picked], 0.0)
+        costs = np.where(routing.choice >= 0, data.costs[rows, picked], 0.0)
+        share = (routing.choice == ctx.strong).astype(float)
+    else:
+        assert routing.scores is not None
+        mask = routing.scores >= 0.5
+        scores = np.where(mask, strong_scores, weak_scores)
+        costs = np.where(mask, data.costs[:, ctx.strong], data.costs[:, ctx.weak])
+        share = mask.astype(float)
+    out = {
+        "quality": metrics.bootstrap_ci(lambda i: _nanmean(scores[i]), len(data), n_boot=n_boot, seed=seed),
+        "cost_usd": metrics.bootstrap_ci(
+            lambda i: float(costs[i].mean()), len(data), n_boot=n_boot, seed=seed
+        ),
+    }
+
+    def apgr_of(i: np.ndarray) -> float:
+        w, s = _nanmean(weak_scores[i]), _nanmean(strong_scores[i])
+        if s == w:
+            return math.nan
+        if routing.choice is not None:
+            q = _nanmean(scores[i])
+            x = np.array([0.0, share[i].mean() * 100, 100.0])
+            y = np.array([w, q, s])
+            order = np.argsort(x, kind="stable")
+            return metrics.apgr(x[order], y[order], weak_quality=w, strong_quality=s)
+        assert routing.scores is not None
+        sub = routing.scores[i]
+        thresholds = qcut_thresholds(sub)
+        xs, ys = [], []
+        for choice in threshold_choices(sub, thresholds, 0, 1):
+            xs.append(choice.mean() * 100)
+            ys.append(_nanmean(np.where(choice == 1, strong_scores[i], weak_scores[i])))
+        order = np.argsort(xs, kind="stable")
+        return metrics.apgr(np.array(xs)[order], np.array(ys)[order], weak_quality=w, strong_quality=s)
+
+    # The oracle's curve is RouteLLM's optimal-router sweep, not its operating point's mixtures: its
+    # APGR is not resampled here.
+    if policy.curves.share[0].max() > policy.curves.share[0].min() and not oracle:
+        with contextlib.suppress(ValueError):
+            out["apgr"] = metrics.bootstrap_ci(apgr_of, len(data), n_boot=n_boot, seed=seed)
+    return {k: [float(v[0]), float(v[1])] for k, v in out.items()}
+
+
+def evaluate(
+    dataset: EvalDataset,
+    policies: list[EvalPolicy],
+    *,
+    fleet: EvalFleet,
+    seed: int = 0,
+    n_boot: int = 1000,
+    folds: list[Split] | None = None,
+    split: str = "none",
+    progress: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Evaluate ``policies`` and the baselines on ``dataset`` (on each test fold if ``folds``)."""
+    started = time.perf_counter()
+    names = [p.name for p in policies]
+    everything = list(policies) + [baseline(b, fleet, seed=seed) for b in BASELINES if b not in names]
+    report = EvalReport(dataset, fleet, meta={"seed": seed, "bootstrap": n_boot, "split": split})
+    fold_sets = folds or [(np.arange(0), np.arange(len(dataset)))]
+    per_fold: dict[str, list[dict[str, Any]]] = {p.name: [] for p in everything}
+    versions: dict[str, str] = {}
+    for k, (train_idx, test_idx) in enumerate(fold_sets):
+        test = dataset.subset(list(test_idx))
+        train = dataset.subset(list(train_idx))
+        contexts: dict[int, _Context] = {}  # one per fleet: a config policy may bring its own prices
+        for policy in everything:
+            if progress:
+                progress(f"fold {k + 1}/{len(fold_sets)}: {policy.name}")
+            own = policy.fleet(dataset)
+            ctx = contexts.get(id(own))
+            if ctx is None:
+                ctx = contexts[id(own)] = _Context(own, matrices(test, own))
+            if len(train_idx):
+                policy.fit(train, matrices(train, own))
+            ev = _evaluate(policy, test, ctx)
+            summary = _summary(ev, ctx)
+            if not folds and n_boot:
+                summary["ci95"] = _bootstrap(
+                    ev, ctx, n_boot=n_boot, seed=seed, oracle=policy.name == "oracle"
+                )
+            if ev.routing.details:
+                summary["details"] = ev.routing.details
+            if ev.routing.version:
+                versions[policy.name] = ev.routing.version
+            if policy.name == "random":
+                w, s = ctx.weak_point.quality, ctx.strong_point.quality
+                x, y = expected_random_curve(w, s, strong_pcts=DECILE_PCTS)
+                summary["expected_apgr"] = (
+                    metrics.apgr(x, y, weak_quality=w, strong_quality=s) if s != w else None
+                )
+            per_fold[policy.name].append(summary)
+    for name, runs in per_fold.items():
+        report.policies[name] = runs[0] if len(runs) == 1 else _average(runs)
+        if name in versions:
+            report.policies[name]["policy_version"] = versions[name]
+    report.meta["elapsed_s"] = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _average(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of each scalar metric across folds, with its per-fold values and standard deviation."""
+    out: dict[str, Any] = {"folds": len(runs)}
+    for key, value in runs[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            out[key] = float(np.mean(values)) if values else None
+            out[f"{key}_fold_std"] = float(np.std(values)) if len(values) > 1 else None
+        elif value is None:
+            values = [r[key] for r in runs if r.get(key) is not None]
+            out[key] = float(np.mean(values)) if values else None
+    out["curve"] = runs[0]["curve"]
+    out["per_fold"] = [{k: r[k] for k in ("quality", "cost_usd", "strong_share", "apgr")} for r in runs]
+    return out
