@@ -125,6 +125,8 @@ def write_plot(report: EvalReport, path: Path) -> str | None:
                 color=color,
                 label=name,
             )
+            if name == "oracle" and len(report.fleet.models) > 2:
+                continue  # its share curve is the cheap/strong pair's optimum, its point the N-model oracle
             by_share.scatter(
                 [metrics["strong_share"] * 100],
                 [metrics["quality"]],
