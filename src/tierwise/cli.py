@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from .errors import ConfigError, TierwiseError
 
@@ -117,14 +118,31 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _progress_bar(total: int) -> Iterator[Callable[[str], None] | None]:
+    """A progress bar on stderr when it is a terminal and rich is installed; otherwise nothing."""
+    try:
+        from rich.console import Console
+        from rich.progress import Progress
+    except ImportError:
+        yield None
+        return
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("evaluating", total=total)
+        yield lambda message: bar.update(task, advance=1, description=message)
+
+
 def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .evals.datasets import load_dataset
     from .evals.fleet import default_fleet
     from .evals.output import render_table, write_json, write_plot
-    from .evals.policies import make_policy
-    from .evals.run import evaluate
+    from .evals.policies import BASELINES, make_policy
+    from .evals.run import evaluate, steps
     from .evals.splits import group_folds, kfold
 
     out = Path(args.out)
@@ -142,22 +160,18 @@ def _eval(args: argparse.Namespace) -> int:
         else:
             folds = kfold(texts, args.cv, seed=args.seed)
 
-    def progress(message: str) -> None:
-        if sys.stderr.isatty():
-            print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
-
-    report = evaluate(
-        dataset,
-        policies,
-        fleet=fleet,
-        seed=args.seed,
-        n_boot=args.bootstrap,
-        folds=folds,
-        split=f"{args.cv}-fold {args.split}" if args.cv else "none",
-        progress=progress,
-    )
-    if sys.stderr.isatty():
-        print("\r\033[K", end="", file=sys.stderr)
+    split = f"{args.cv}-fold {args.split}" if args.cv else "none"
+    with _progress_bar(steps(len(policies) - sum(p.name in BASELINES for p in policies), folds)) as progress:
+        report = evaluate(
+            dataset,
+            policies,
+            fleet=fleet,
+            seed=args.seed,
+            n_boot=args.bootstrap,
+            folds=folds,
+            split=split,
+            progress=progress,
+        )
     print(render_table(report))
     write_json(report, out / "report.json")
     problem = None if args.no_plot else write_plot(report, out / "curve.png")

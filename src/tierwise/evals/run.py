@@ -272,7 +272,10 @@ def evaluate(
     split: str = "none",
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    """Evaluate ``policies`` and the baselines on ``dataset`` (on each test fold if ``folds``)."""
+    """Evaluate ``policies`` and the baselines on ``dataset`` (on each test fold if ``folds``).
+
+    ``progress`` is called once per policy and fold, as each finishes: ``steps(len(policies), folds)`` calls.
+    """
     started = time.perf_counter()
     names = [p.name for p in policies]
     everything = list(policies) + [baseline(b, fleet, seed=seed) for b in BASELINES if b not in names]
@@ -285,8 +288,6 @@ def evaluate(
         train = dataset.subset(list(train_idx))
         contexts: dict[int, _Context] = {}  # one per fleet: a config policy may bring its own prices
         for policy in everything:
-            if progress:
-                progress(f"fold {k + 1}/{len(fold_sets)}: {policy.name}")
             own = policy.fleet(dataset)
             ctx = contexts.get(id(own))
             if ctx is None:
@@ -310,12 +311,19 @@ def evaluate(
                     metrics.apgr(x, y, weak_quality=w, strong_quality=s) if s != w else None
                 )
             per_fold[policy.name].append(summary)
+            if progress:
+                progress(f"fold {k + 1}/{len(fold_sets)}: {policy.name}")
     for name, runs in per_fold.items():
         report.policies[name] = runs[0] if len(runs) == 1 else _average(runs)
         if name in versions:
             report.policies[name]["policy_version"] = versions[name]
     report.meta["elapsed_s"] = round(time.perf_counter() - started, 3)
     return report
+
+
+def steps(n_policies: int, folds: list[Split] | None) -> int:
+    """How many times ``evaluate`` calls ``progress``: every policy and baseline, on every fold."""
+    return (n_policies + len(BASELINES)) * (len(folds) if folds else 1)
 
 
 def _average(runs: list[dict[str, Any]]) -> dict[str, Any]:
