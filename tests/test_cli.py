@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.harness import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = str(ROOT / "examples" / "tierwise.yaml")
 
 
-def tierwise(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tierwise.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=60
-    )
-
-
 def test_route_explain_needs_no_keys_and_calls_nothing() -> None:
-    result = tierwise("route", "--config", EXAMPLE, "--explain", "Summarize this thread in 3 bullets")
+    result = run_cli("route", "--config", EXAMPLE, "--explain", "Summarize this thread in 3 bullets")
     assert result.returncode == 0, result.stderr
     assert "model    deepseek-v4-pro" in result.stdout
     assert "rule cheap-task" in result.stdout
@@ -26,7 +20,7 @@ def test_route_explain_needs_no_keys_and_calls_nothing() -> None:
 
 
 def test_route_explain_json_and_hints() -> None:
-    result = tierwise("route", "--config", EXAMPLE, "--explain", "hi", "--risk", "critical", "--json")
+    result = run_cli("route", "--config", EXAMPLE, "--explain", "hi", "--risk", "critical", "--json")
     decision = json.loads(result.stdout)["decision"]
     assert decision["rule"] == "critical" and decision["chain"][0] == "claude-sonnet-4.6"
 
@@ -34,18 +28,18 @@ def test_route_explain_json_and_hints() -> None:
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path(EXAMPLE).read_text().replace("input_per_mtok: 0.435", "input_per_mtok: -1"))
-    result = tierwise("route", "--config", str(bad), "--explain", "x")
+    result = run_cli("route", "--config", str(bad), "--explain", "x")
     assert result.returncode == 2
     assert "models[0].price.input_per_mtok: must be ≥ 0" in result.stderr
 
 
 def test_serve_without_key_names_the_variable(tmp_path: Path) -> None:
-    result = tierwise("serve", "--config", EXAMPLE, "--port", "1")
+    result = run_cli("serve", "--config", EXAMPLE, "--port", "1")
     assert result.returncode == 2
     assert "api_key_env: DEEPSEEK_API_KEY is not set" in result.stderr
 
 
 def test_report_on_empty_and_missing_ledger(tmp_path: Path) -> None:
-    result = tierwise("report", "--ledger", f"sqlite:///{tmp_path}/none.db", "--json")
+    result = run_cli("report", "--ledger", f"sqlite:///{tmp_path}/none.db", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["requests"] == 0

@@ -49,6 +49,20 @@ def _request_id() -> str:
 
 
 @dataclass(slots=True)
+class _Request:
+    """One request in flight: what the ledger row is built from."""
+
+    id: str
+    arrived: float  # unix time
+    started: float  # perf_counter
+    body: dict[str, Any]
+    features: Features
+    decision: Decision
+    outcome: Outcome
+    key_id: str | None
+
+
+@dataclass(slots=True)
 class Routed:
     """A routed, completed request: the OpenAI-shaped response and how it was decided."""
 
@@ -213,45 +227,43 @@ class Router:
 
     # -- serving --
 
+    async def _begin(
+        self, body: dict[str, Any], headers: Mapping[str, str] | None, key_id: str | None
+    ) -> _Request:
+        arrived, started = time.time(), time.perf_counter()
+        if not self._started:
+            await self.start()
+        features, decision = self.explain(body, headers=headers)
+        return _Request(_request_id(), arrived, started, body, features, decision, Outcome(), key_id)
+
     async def route(
         self, body: dict[str, Any], *, headers: Mapping[str, str] | None = None, key_id: str | None = None
     ) -> Routed:
         """Route and complete one non-streamed chat request (an OpenAI body). Raises TierwiseError."""
-        arrived = time.time()
-        started = time.perf_counter()
-        if not self._started:
-            await self.start()
-        features, decision = self.explain(body, headers=headers)
-        request_id = _request_id()
-        outcome = Outcome()
+        req = await self._begin(body, headers, key_id)
         try:
             completion = await self.dispatcher.complete(
-                decision, self._upstream_body(body), features, outcome, request_id
+                req.decision, self._upstream_body(body), req.features, req.outcome, req.id
             )
         except ChainExhausted as exc:
-            await self._log(
-                request_id, arrived, started, body, features, decision, outcome, exc.status, str(exc), key_id
-            )
+            await self._log(req, exc.status, str(exc))
             raise
         except BaseException:
-            outcome.status = "cancelled"
-            await self._log(
-                request_id, arrived, started, body, features, decision, outcome, 499, "cancelled", key_id
-            )
+            req.outcome.status = "cancelled"
+            await self._log(req, 499, "cancelled")
             raise
-        row = await self._log(
-            request_id, arrived, started, body, features, decision, outcome, 200, None, key_id
-        )
-        assert outcome.model is not None
+        row = await self._log(req, 200, None)
+        model = req.outcome.model
+        assert model is not None
         return Routed(
             response=completion.body,
-            decision=decision,
-            features=features,
-            model=outcome.model.name,
-            tier=outcome.model.tier,
+            decision=req.decision,
+            features=req.features,
+            model=model.name,
+            tier=model.tier,
             cost_usd=row.cost_usd,
             counterfactual_cost_usd=row.counterfactual_cost_usd,
-            request_id=request_id,
+            request_id=req.id,
             latency_ms=row.latency_ms,
         )
 
@@ -263,31 +275,24 @@ class Router:
         Raises TierwiseError if no model could start answering; later failures surface while
         iterating the returned RoutedStream.
         """
-        arrived = time.time()
-        started = time.perf_counter()
-        if not self._started:
-            await self.start()
-        features, decision = self.explain(body, headers=headers)
-        request_id = _request_id()
-        outcome = Outcome()
+        req = await self._begin(body, headers, key_id)
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        chunks = self._logged_stream(
-            self.dispatcher.stream(decision, self._upstream_body(body), features, outcome, request_id),
-            wants_usage,
-            (request_id, arrived, started, body, features, decision, outcome, key_id),
+        upstream = self.dispatcher.stream(
+            req.decision, self._upstream_body(body), req.features, req.outcome, req.id
         )
-        self._open_streams[request_id] = chunks
+        chunks = self._logged_stream(upstream, wants_usage, req)
+        self._open_streams[req.id] = chunks
         try:
             first = await anext(chunks)
         except StopAsyncIteration:  # unreachable: dispatch yields at least one chunk or raises
-            raise ChainExhausted(outcome.failures) from None
-        return RoutedStream(first, chunks, outcome, decision, features, request_id)
+            raise ChainExhausted(req.outcome.failures) from None
+        return RoutedStream(first, chunks, req.outcome, req.decision, req.features, req.id)
 
     async def _logged_stream(
-        self, chunks: AsyncIterator[Chunk], wants_usage: bool, log: tuple[Any, ...]
+        self, chunks: AsyncIterator[Chunk], wants_usage: bool, req: _Request
     ) -> AsyncIterator[Chunk]:
-        request_id, arrived, started, body, features, decision, outcome, key_id = log
+        outcome = req.outcome
         status, error = 200, None
         try:
             async for chunk in chunks:
@@ -302,38 +307,25 @@ class Router:
             raise
         except BaseException:
             status, error = 499, "cancelled"
-            if outcome.status not in ("interrupted",):
+            if outcome.status != "interrupted":
                 outcome.status = "cancelled"
             raise
         finally:
-            self._open_streams.pop(request_id, None)
+            self._open_streams.pop(req.id, None)
             await chunks.aclose()  # type: ignore[attr-defined]
-            await self._log(
-                request_id, arrived, started, body, features, decision, outcome, status, error, key_id
-            )
+            await self._log(req, status, error)
 
-    async def _log(
-        self,
-        request_id: str,
-        arrived: float,
-        started: float,
-        body: Mapping[str, Any],
-        features: Features,
-        decision: Decision,
-        outcome: Outcome,
-        http_status: int,
-        error: str | None,
-        key_id: str | None,
-    ) -> LedgerRow:
+    async def _log(self, req: _Request, http_status: int, error: str | None) -> LedgerRow:
+        outcome, features, decision = req.outcome, req.features, req.decision
         usage = outcome.usage
         counterfactual = (
             self._counterfactual.cost(usage.input_tokens, usage.output_tokens) if usage is not None else 0.0
         )
         model = outcome.model
         row = LedgerRow(
-            id=request_id,
-            ts=arrived,
-            requested_model=body.get("model", ""),
+            id=req.id,
+            ts=req.arrived,
+            requested_model=req.body.get("model", ""),
             stream=features.stream,
             features=features.to_log(),
             decision=decision.to_log(),
@@ -346,10 +338,10 @@ class Router:
             output_tokens=usage.output_tokens if usage else 0,
             cost_usd=round(outcome.cost_usd, 10),
             counterfactual_cost_usd=round(counterfactual, 10),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            latency_ms=round((time.perf_counter() - req.started) * 1000, 3),
             ttft_ms=outcome.ttft_ms,
             error=error,
-            key_id=key_id,
+            key_id=req.key_id,
             attempts=outcome.attempts,
         )
         await self.ledger.record(row)

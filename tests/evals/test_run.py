@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.harness import run_cli
 from tierwise.evals.datasets import load_dataset
 from tierwise.evals.fleet import default_fleet
 from tierwise.evals.policies import make_policy
@@ -126,26 +125,18 @@ def test_cross_validated_and_held_out_subjects() -> None:
 
 
 def test_cli_writes_report_and_plot(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tierwise.cli",
-            "eval",
-            "--data",
-            "routellm-mtbench",
-            "--policy",
-            "rules",
-            "--policy",
-            "random",
-            "--out",
-            str(tmp_path),
-            "--bootstrap",
-            "50",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_cli(
+        "eval",
+        "--data",
+        "routellm-mtbench",
+        "--policy",
+        "rules",
+        "--policy",
+        "random",
+        "--out",
+        str(tmp_path),
+        "--bootstrap",
+        "50",
     )
     assert result.returncode == 0, result.stderr
     assert "routellm-mtbench: 72 prompts" in result.stdout
@@ -189,25 +180,17 @@ def test_cli_user_dataset_with_a_config_policy(tmp_path: Path) -> None:
         "  - {name: b, provider: logs, upstream: big, tier: execution, context_window: 8000,"
         " price: {input_per_mtok: 5, output_per_mtok: 15}}\n"
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tierwise.cli",
-            "eval",
-            "--data",
-            str(data),
-            "--policy",
-            str(config),
-            "--out",
-            str(tmp_path / "out"),
-            "--no-plot",
-            "--bootstrap",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_cli(
+        "eval",
+        "--data",
+        str(data),
+        "--policy",
+        str(config),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-plot",
+        "--bootstrap",
+        "0",
     )
     assert result.returncode == 0, result.stderr
     fleet_policy = json.loads((tmp_path / "out" / "report.json").read_text())["policies"]["fleet"]
@@ -217,28 +200,7 @@ def test_cli_user_dataset_with_a_config_policy(tmp_path: Path) -> None:
 
 
 def test_unknown_policy_and_dataset_are_clear_errors(tmp_path: Path) -> None:
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tierwise.cli",
-            "eval",
-            "--data",
-            "routellm-mtbench",
-            "--policy",
-            "smart",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = run_cli("eval", "--data", "routellm-mtbench", "--policy", "smart", "--out", str(tmp_path))
     assert bad.returncode == 2 and "--policy 'smart'" in bad.stderr
-    missing = subprocess.run(
-        [sys.executable, "-m", "tierwise.cli", "eval", "--data", "nope", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    missing = run_cli("eval", "--data", "nope", "--out", str(tmp_path))
     assert missing.returncode != 0 and "routellm-mmlu" in missing.stderr

@@ -90,7 +90,7 @@ CL100K = "cl100k_base (tiktoken), plain text of prompts and recorded answers"
 
 # Public list prices per 1M tokens (input, output) when the data was made (shared/data/README.md).
 _ROUTELLM_PRICES = {MIXTRAL: (0.60, 0.60), GPT4: (10.0, 30.0)}
-_ARENA_PRICES = {
+ARENA_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4-1106-preview": (10.0, 30.0),
     "gpt-3.5-turbo-1106": (1.0, 2.0),
     "claude-2.1": (8.0, 24.0),
@@ -99,7 +99,7 @@ _ARENA_PRICES = {
     "Llama-2-70b-chat": (0.90, 0.90),
     "Mistral-7B-Instruct-v0.1": (0.20, 0.20),
     "Starling-LM-7B-alpha": (0.20, 0.20),
-    "openchat_3.5": (0.20, 0.20),
+    "openchat_3.5": (0.20, 0.20),  # "other 7B open models ≈ $0.20/$0.20"
 }
 
 
@@ -555,7 +555,7 @@ def _arena_dataset(raw: bytes, *, source: str, name: str, tokenizer: str) -> Eva
         score_scale="GPT-4 judge grade 1–10 / 10",
         weak=weak if weak in data.models else None,
         strong=strong if strong in data.models else None,
-        prices={model: price for model, price in _ARENA_PRICES.items() if model in data.models},
+        prices={model: price for model, price in ARENA_PRICES.items() if model in data.models},
         source=source,
     )
 
