@@ -92,18 +92,26 @@ class ModelEntry(_Frozen):
         return self.price.cost(input_tokens, output_tokens)
 
 
-Scalar = str | int | float | bool | None
+class Target(_Frozen):
+    """Where requests go: a ``tier`` or a ``model``, with optional ``fallbacks`` (model or tier names).
+    The policy's ``default`` is a Target; a Rule is a Target with a name and conditions."""
 
-
-class Rule(_Frozen):
-    """``when`` maps a feature name to a value (equality) or to ``{operator: operand}``; all must hold.
-    The action is a ``tier`` or a ``model``, with optional ``fallbacks`` (model or tier names)."""
-
-    name: str = Field(min_length=1)
-    when: dict[str, Any] = Field(default_factory=dict)
     tier: str | None = None
     model: str | None = None
     fallbacks: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Target:
+        if (self.tier is None) == (self.model is None):
+            raise ValueError("exactly one of 'tier' or 'model' is required")
+        return self
+
+
+class Rule(Target):
+    """``when`` maps a feature name to a value (equality) or to ``{operator: operand}``; all must hold."""
+
+    name: str = Field(min_length=1)
+    when: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("when")
     @classmethod
@@ -128,26 +136,6 @@ class Rule(_Frozen):
                     except re.error as exc:
                         raise ValueError(f"{feature}.regex: invalid regular expression: {exc}") from None
         return when
-
-    @model_validator(mode="after")
-    def _one_action(self) -> Rule:
-        if (self.tier is None) == (self.model is None):
-            raise ValueError("exactly one of 'tier' or 'model' is required")
-        return self
-
-
-class Target(_Frozen):
-    """Where the policy sends requests no rule matched."""
-
-    tier: str | None = None
-    model: str | None = None
-    fallbacks: tuple[str, ...] = ()
-
-    @model_validator(mode="after")
-    def _one(self) -> Target:
-        if (self.tier is None) == (self.model is None):
-            raise ValueError("exactly one of 'tier' or 'model' is required")
-        return self
 
 
 class RetryConfig(_Frozen):
