@@ -150,6 +150,72 @@ class CooldownConfig(_Frozen):
     seconds: float = Field(default=30.0, gt=0)
 
 
+class LearnedTarget(_Frozen):
+    """How the learned router's threshold is set, measured on held-out data at training time: exactly
+    one of a share of calls to the strongest model, a budget, or a quality floor relative to
+    always-strongest (0.95 = keep 95% of its quality)."""
+
+    strong_share: float | None = Field(default=None, ge=0, le=1)
+    budget_per_1k_usd: float | None = Field(default=None, gt=0)
+    quality_floor: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> LearnedTarget:
+        if sum(v is not None for v in (self.strong_share, self.budget_per_1k_usd, self.quality_floor)) != 1:
+            raise ValueError("exactly one of strong_share, budget_per_1k_usd or quality_floor is required")
+        return self
+
+
+class LearnedConfig(_Frozen):
+    """The learned router: an artefact written by ``tierwise train``; relative paths are relative to
+    the config file. ``target`` picks the operating point (stored thresholds in the artefact);
+    ``threshold`` overrides it. Requests whose score lies within ``uncertain_band`` of the threshold
+    go through the cascade, when one is configured."""
+
+    artefact: str = Field(min_length=1)
+    target: LearnedTarget | None = None
+    threshold: float | None = None
+    uncertain_band: float = Field(default=0.0, ge=0, le=1)
+
+
+class VerifierConfig(_Frozen):
+    """One check of a cheap answer. ``kind``: json_schema (against the request's response_format),
+    regex (``pattern`` must match), non_empty, no_refusal, not_truncated, tool_calls (known tool,
+    arguments valid against its schema), agreement (``samples`` cheap answers must agree), judge (the
+    ``model`` grades the answer with ``rubric``; accept at ``min_score`` or above)."""
+
+    kind: Literal[
+        "json_schema", "regex", "non_empty", "no_refusal", "not_truncated", "tool_calls", "agreement", "judge"
+    ]
+    name: str | None = None
+    pattern: str | None = None
+    model: str | None = None
+    rubric: str | None = None
+    min_score: float | None = Field(default=None, ge=0, le=10)
+    samples: int = Field(default=2, ge=2, le=5)
+
+
+class CascadeConfig(_Frozen):
+    """Escalation: the first model of a decision answers, the verifiers judge, a failed check moves on
+    to the next model of the chain (the failed attempt is charged). ``when: uncertain`` runs it only
+    where the learned router is unsure; ``always`` on every decision whose first model is in ``tiers``."""
+
+    verifiers: tuple[VerifierConfig, ...] = Field(min_length=1)
+    when: Literal["always", "uncertain"] = "always"
+    tiers: tuple[str, ...] = ("draft",)
+    max_escalations: int = Field(default=1, ge=1, le=5)
+
+
+class ClassifierConfig(_Frozen):
+    """A cheap model of the fleet asked which tier a request needs, for fleets without training data.
+    Cached by request hash; past ``timeout_ms`` the rules decide."""
+
+    model: str
+    timeout_ms: int = Field(default=800, gt=0)
+    cache_size: int = Field(default=10_000, ge=0)
+    rubric: str | None = None
+
+
 class PolicyConfig(_Frozen):
     rules: tuple[Rule, ...] | None = None  # None: the built-in routing playbook
     default: Target = Target(tier="review")
@@ -157,6 +223,9 @@ class PolicyConfig(_Frozen):
     counterfactual_model: str | None = None  # "always-strongest" reference; default: priciest top-tier model
     retry: RetryConfig = RetryConfig()
     cooldown: CooldownConfig = CooldownConfig()
+    learned: LearnedConfig | None = None
+    cascade: CascadeConfig | None = None
+    classifier: ClassifierConfig | None = None
 
 
 class StorageConfig(_Frozen):
@@ -235,6 +304,18 @@ class Config(_Frozen):
             if model not in names:
                 errors.append(f"policy.fallbacks.{model}: unknown model; models: {', '.join(sorted(names))}")
             check(f"policy.fallbacks.{model}", None, None, fallbacks)
+        for i, verifier in enumerate(self.policy.cascade.verifiers if self.policy.cascade else ()):
+            if verifier.model is not None and verifier.model not in names:
+                errors.append(f"policy.cascade.verifiers[{i}].model: unknown model {verifier.model!r}")
+            if verifier.kind == "judge" and verifier.model is None:
+                errors.append(f"policy.cascade.verifiers[{i}].model: required for a judge")
+            if verifier.kind == "regex" and not verifier.pattern:
+                errors.append(f"policy.cascade.verifiers[{i}].pattern: required for a regex verifier")
+        for tier in self.policy.cascade.tiers if self.policy.cascade else ():
+            if tier not in self.tiers:
+                errors.append(f"policy.cascade.tiers: unknown tier {tier!r}; tiers: {', '.join(self.tiers)}")
+        if self.policy.classifier is not None and self.policy.classifier.model not in names:
+            errors.append(f"policy.classifier.model: unknown model {self.policy.classifier.model!r}")
         if self.policy.counterfactual_model is not None and self.policy.counterfactual_model not in names:
             errors.append(f"policy.counterfactual_model: unknown model {self.policy.counterfactual_model!r}")
         if errors:

@@ -27,8 +27,10 @@ class Decision:
     tier: str  # tier of the first choice
     reason: str  # "rule fast-short: input_tokens=212 < 500, latency_ms=800 < 1000 → draft"
     rule: str  # the rule's name, "default", "tier-hint" or "manual"
-    layer: str  # which layer decided: "manual", "hint", "rules" or "default"
+    layer: str  # which layer decided: "manual", "hint", "rules", "learned", "classifier" or "default"
     policy_version: str
+    cascade: bool = False  # dispatch verifies the first model's answer and may escalate along the chain
+    score: float | None = None  # the learned router's score, when it decided
 
     def to_log(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,8 @@ class Decision:
             "rule": self.rule,
             "layer": self.layer,
             "policy_version": self.policy_version,
+            "cascade": self.cascade,
+            "score": self.score,
         }
 
 
