@@ -8,7 +8,7 @@ Every chain is precomputed at construction, so ``decide`` allocates little more 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..config import Config, Target
 from ..errors import RequestError
@@ -45,16 +45,42 @@ class Decision:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class LearnedChoice:
+    """What a learned router says about one request."""
+
+    model: str  # the fleet model to start with: the cheapest predicted good enough
+    score: float  # the router's score for that choice (e.g. P(the cheap answer is good))
+    uncertain: bool  # the score lies close to the threshold: verify the answer (cascade)
+
+
+class LearnedRouter(Protocol):
+    """A trained router, loaded at start-up (see ``policy/learned.py``). Pure: no I/O in ``choose``."""
+
+    version: str
+
+    def choose(self, features: Features) -> LearnedChoice: ...
+
+
+# With a learned router and no rules of the config's own, only these playbook rules stay in front of
+# it: the caller's explicit constraints. The soft task rules are what the router replaces.
+HARD_RULES = frozenset({"critical", "quality-high-hard", "quality-high", "fast-short"})
+
+
 class PolicyEngine:
     """Decides where each request goes. Build once per config; ``decide`` is safe to call concurrently."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, learned: LearnedRouter | None = None) -> None:
         self.config = config
-        self.version = config.policy_version()
+        self.learned = learned
+        self.version = config.policy_version() + (f"+{learned.version}" if learned is not None else "")
+        self._cascade = config.policy.cascade
         self._tier_of = {m.name: m.tier for m in config.models}
         self._tier_members = {t: tuple(m.name for m in config.tier_models(t)) for t in config.tiers}
         self._fallback_map = config.policy.fallbacks
         rules = config.policy.rules if config.policy.rules is not None else PLAYBOOK_RULES
+        if learned is not None and config.policy.rules is None:
+            rules = tuple(r for r in PLAYBOOK_RULES if r.name in HARD_RULES)
         default = config.policy.default if config.policy.rules is not None else PLAYBOOK_DEFAULT
         self.rules: tuple[CompiledRule, ...] = tuple(compile_rule(r) for r in rules)
         self._rule_routes = {
@@ -64,6 +90,8 @@ class PolicyEngine:
         self._default_target = default
         self._tier_routes = {t: self._route(t, None, ()) for t in config.tiers}
         self._manual_routes = {m.name: self._route(None, m.name, ()) for m in config.models}
+        # A learned choice escalates upwards: the chosen model, then every stronger tier cheapest first.
+        self._escalation = {m.name: self._escalation_chain(m.name) for m in config.models}
 
     # -- chain construction (start-up only) --
 
@@ -104,10 +132,28 @@ class PolicyEngine:
             chain.extend(m for m in self._expand(fallback) if m not in chain)
         return tuple(chain), effective
 
+    def _escalation_chain(self, model: str) -> tuple[str, ...]:
+        tiers = self.config.tiers
+        chain = [model]
+        for tier in tiers[tiers.index(self._tier_of[model]) :]:
+            chain.extend(m for m in self._tier_members[tier] if m not in chain)
+        return tuple(chain)
+
+    def _cascades(self, tier: str, *, uncertain: bool = False) -> bool:
+        cascade = self._cascade
+        if cascade is None:
+            return False
+        if cascade.when == "uncertain":
+            return uncertain
+        return tier in cascade.tiers
+
     # -- per request --
 
-    def decide(self, features: Features, *, model: str = "auto") -> Decision:
-        """Route one request. ``model`` is what the client asked for: ``auto``, a tier or a model name."""
+    def decide(
+        self, features: Features, *, model: str = "auto", classified_tier: str | None = None
+    ) -> Decision:
+        """Route one request. ``model`` is what the client asked for: ``auto``, a tier or a model name.
+        ``classified_tier`` is the small-LLM classifier's answer, when one is configured and answered."""
         if model not in AUTO_MODELS:
             if model in self._manual_routes:
                 chain, tier = self._manual_routes[model]
@@ -152,6 +198,32 @@ class PolicyEngine:
                 rule.name,
                 "rules",
                 self.version,
+                cascade=self._cascades(tier),
+            )
+        if self.learned is not None:
+            choice = self.learned.choose(features)
+            tier = self._tier_of[choice.model]
+            unsure = " (uncertain)" if choice.uncertain else ""
+            return Decision(
+                self._escalation[choice.model],
+                tier,
+                f"learned {self.learned.version}: score {choice.score:.3f}{unsure} → {choice.model}",
+                "learned",
+                "learned",
+                self.version,
+                cascade=self._cascades(tier, uncertain=choice.uncertain),
+                score=choice.score,
+            )
+        if classified_tier is not None and classified_tier in self._tier_routes:
+            chain, tier = self._tier_routes[classified_tier]
+            return Decision(
+                chain,
+                tier,
+                f"classifier: {classified_tier} → {tier}",
+                "classifier",
+                "classifier",
+                self.version,
+                cascade=self._cascades(tier),
             )
         chain, tier = self._default_route
         return Decision(
@@ -161,6 +233,7 @@ class PolicyEngine:
             "default",
             "default",
             self.version,
+            cascade=self._cascades(tier),
         )
 
     def tier_of(self, model: str) -> str:
