@@ -64,7 +64,12 @@ def _route(args: argparse.Namespace) -> int:
     from .validation import validate_chat_body
 
     config = load_config(args.config)
-    engine = PolicyEngine(config)
+    learned = None
+    if config.policy.learned is not None:
+        from .artefact import load_learned_router
+
+        learned = load_learned_router(config)
+    engine = PolicyEngine(config, learned=learned)
     body = {"model": args.model, "messages": [{"role": "user", "content": args.explain}]}
     if args.max_tokens:
         body["max_tokens"] = args.max_tokens
@@ -152,10 +157,18 @@ def _eval(args: argparse.Namespace) -> int:
     first = make_policy(specs[0], dataset, seed=args.seed)
     fleet = first.fleet(dataset) if specs[0] not in ("random", "oracle") else default_fleet(dataset)
     policies = [first] + [make_policy(spec, dataset, default=fleet, seed=args.seed) for spec in specs[1:]]
+    train_sets = [
+        load_dataset(n, data_dir=args.data_dir) for v in args.train_data or () for n in v.split(",") if n
+    ]
+    for policy in policies:
+        if hasattr(policy, "train_sets"):  # the learned router: extra training sets (--train-data)
+            policy.train_sets = train_sets
+            if args.families:
+                policy.candidates = _candidates(args.families)
     folds = None
     if args.cv:
         texts = [str(p.messages[-1].get("content", "")) for p in dataset.prompts]
-        if args.split == "category":
+        if args.split in ("category", "subject"):
             folds = group_folds(texts, [p.category for p in dataset.prompts], args.cv, seed=args.seed)
         else:
             folds = kfold(texts, args.cv, seed=args.seed)
@@ -173,12 +186,98 @@ def _eval(args: argparse.Namespace) -> int:
             progress=progress,
         )
     print(render_table(report))
+    for policy in policies:
+        if hasattr(policy, "runs"):  # the learned router: pooled out-of-fold figures with 95% CIs
+            from .evals.learned import pooled_report
+
+            pooled = report.policies[policy.name]["pooled"] = pooled_report(
+                policy, dataset, fleet, n_boot=args.bootstrap, seed=args.seed
+            )
+            ci = pooled.get("ci95", {})
+            shown = {k: v for k, v in pooled.items() if k in ("apgr", "cpt_50", "quality", "cost_per_1k_usd")}
+            print(
+                f"{policy.name} pooled over {pooled['prompts']} test prompts: "
+                + ", ".join(
+                    f"{k} {v:.3f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "")
+                    for k, v in shown.items()
+                )
+            )
     write_json(report, out / "report.json")
     problem = None if args.no_plot else write_plot(report, out / "curve.png")
     written = "report.json" + ("" if args.no_plot or problem else ", curve.png")
     print(f"wrote {written} to {out} in {report.meta['elapsed_s']:.2f} s")
     if problem:
         print(f"no plot: {problem}", file=sys.stderr)
+    return 0
+
+
+def _candidates(families: str) -> tuple:
+    """The learned router's candidates of the named families (``--families linear,knn``)."""
+    from .train import CANDIDATES
+
+    wanted = {f.strip() for f in families.split(",")}
+    candidates = tuple(c for c in CANDIDATES if c[0] in wanted)
+    if not candidates:
+        raise ValueError(f"--families {families!r}: none of linear, knn, mlp")
+    return candidates
+
+
+def _train(args: argparse.Namespace) -> int:
+    import time
+
+    from .artefact import write_artefact
+    from .config import load_config
+    from .embeddings import load_wordllama
+    from .evals.datasets import load_dataset
+    from .evals.fleet import default_fleet
+    from .train import CANDIDATES, FleetModel, train_router
+
+    names = [n for value in args.data for n in value.split(",") if n]
+    datasets = [load_dataset(n, data_dir=args.data_dir) for n in names]
+    if args.config:
+        config = load_config(args.config)
+        models = [
+            FleetModel(m.name, m.price.input_per_mtok, m.price.output_per_mtok, m.upstream)
+            for m in config.models
+        ]
+        reference = config.counterfactual().name
+    else:
+        fleet = default_fleet(datasets[0])
+        models = [
+            FleetModel(m.name, m.price.input_per_mtok, m.price.output_per_mtok, upstream)
+            for m, upstream in zip(fleet.models, fleet.dataset_models, strict=True)
+        ]
+        reference = fleet.models[fleet.strongest].name
+    candidates = _candidates(args.families) if args.families else CANDIDATES
+    target = {
+        k: v
+        for k, v in (
+            ("strong_share", args.strong_share),
+            ("budget_per_1k_usd", args.budget_per_1k_usd),
+            ("quality_floor", args.quality_floor),
+        )
+        if v is not None
+    } or None
+    started = time.perf_counter()
+    trained = train_router(
+        datasets,
+        models,
+        reference=reference,
+        embedder=load_wordllama(),
+        candidates=candidates,
+        inner_folds=args.inner_folds,
+        seed=args.seed,
+        default_target=target,
+        progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
+    )
+    path = write_artefact(args.out, trained.meta, trained.arrays)
+    meta = trained.meta
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - started:.1f} s: "
+        f"{meta['family']} {meta['params']}, {meta['training']['rows']} prompts, "
+        f"out-of-fold APGR {meta['metrics']['chosen_oof_apgr']:.3f}, "
+        f"threshold {meta['default_threshold']:.4f} for {meta['default_target']}"
+    )
     return 0
 
 
@@ -241,12 +340,52 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cv", type=int, default=0, metavar="K", help="report the mean over K test folds")
     evaluate.add_argument(
         "--split",
-        choices=("random", "category"),
+        choices=("random", "category", "subject"),
         default="random",
-        help="with --cv: random folds, or whole categories (MMLU subjects) held out",
+        help="with --cv: random folds, or whole categories (subject: the same, MMLU subjects) held out",
+    )
+    evaluate.add_argument(
+        "--families", help="--policy learned: model families to select among (linear, knn, mlp); default: all"
+    )
+    evaluate.add_argument(
+        "--train-data",
+        action="append",
+        metavar="NAME_OR_PATH[,…]",
+        help="--policy learned: also train on these datasets (repeatable or a comma list); prompts whose "
+        "text is in the test set are left out",
     )
     evaluate.add_argument("--no-plot", action="store_true")
     evaluate.set_defaults(run=_eval)
+
+    train = commands.add_parser("train", help="train a learned-router artefact from labelled prompts")
+    train.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        metavar="NAME_OR_PATH[,…]",
+        help="training datasets: a load_dataset name or a generic-format file; repeatable or a comma list",
+    )
+    train.add_argument("--data-dir", help="read the named datasets' original files from here")
+    train.add_argument(
+        "--config",
+        help="the fleet to route (models' upstream ids name dataset models); default: the "
+        "first dataset's default fleet",
+    )
+    train.add_argument("--out", required=True, help="the artefact file to write (.npz)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--inner-folds", type=int, default=3, help="CV folds for selection and calibration")
+    train.add_argument(
+        "--families", help="comma list of model families to consider (linear, knn, mlp); default: all"
+    )
+    target = train.add_mutually_exclusive_group()
+    target.add_argument("--strong-share", type=float, help="default operating point: share to the strongest")
+    target.add_argument(
+        "--budget-per-1k-usd", type=float, help="default operating point: USD per 1k requests"
+    )
+    target.add_argument(
+        "--quality-floor", type=float, help="default operating point: share of strongest quality (0.95)"
+    )
+    train.set_defaults(run=_train)
     return parser
 
 

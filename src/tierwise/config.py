@@ -181,18 +181,34 @@ class LearnedConfig(_Frozen):
 class VerifierConfig(_Frozen):
     """One check of a cheap answer. ``kind``: json_schema (against the request's response_format),
     regex (``pattern`` must match), non_empty, no_refusal, not_truncated, tool_calls (known tool,
-    arguments valid against its schema), agreement (``samples`` cheap answers must agree), judge (the
-    ``model`` grades the answer with ``rubric``; accept at ``min_score`` or above)."""
+    arguments valid against its schema), arithmetic (every ``a op b = c`` the answer states is right),
+    uses_numbers (the answer uses every number of the request), agreement (``samples`` cheap answers
+    must agree: final numbers or text, see ``answer`` and ``min_overlap``; samples are drawn at
+    ``temperature``), judge (the ``model`` grades the answer with ``rubric`` within ``timeout_s``;
+    accept at ``min_score`` or above). See ``policy/cascade.py``."""
 
     kind: Literal[
-        "json_schema", "regex", "non_empty", "no_refusal", "not_truncated", "tool_calls", "agreement", "judge"
+        "json_schema",
+        "regex",
+        "non_empty",
+        "no_refusal",
+        "not_truncated",
+        "tool_calls",
+        "arithmetic",
+        "uses_numbers",
+        "agreement",
+        "judge",
     ]
     name: str | None = None
     pattern: str | None = None
     model: str | None = None
     rubric: str | None = None
-    min_score: float | None = Field(default=None, ge=0, le=10)
+    min_score: float | None = Field(default=None, ge=1, le=10)
     samples: int = Field(default=2, ge=2, le=5)
+    answer: Literal["auto", "number", "text"] = "auto"
+    min_overlap: float | None = Field(default=None, ge=0, le=1)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    timeout_s: float = Field(default=10.0, gt=0)
 
 
 class CascadeConfig(_Frozen):
@@ -311,6 +327,26 @@ class Config(_Frozen):
                 errors.append(f"policy.cascade.verifiers[{i}].model: required for a judge")
             if verifier.kind == "regex" and not verifier.pattern:
                 errors.append(f"policy.cascade.verifiers[{i}].pattern: required for a regex verifier")
+            if verifier.pattern is not None:
+                try:
+                    re.compile(verifier.pattern)
+                except re.error as exc:
+                    errors.append(f"policy.cascade.verifiers[{i}].pattern: invalid regular expression: {exc}")
+            for field, kinds in (
+                ("pattern", ("regex",)),
+                ("model", ("judge",)),
+                ("rubric", ("judge",)),
+                ("min_score", ("judge",)),
+                ("min_overlap", ("agreement",)),
+            ):
+                if getattr(verifier, field) is not None and verifier.kind not in kinds:
+                    errors.append(
+                        f"policy.cascade.verifiers[{i}].{field}: only for {' or '.join(kinds)} verifiers, "
+                        f"not {verifier.kind}"
+                    )
+        names_seen = [v.name or v.kind for v in self.policy.cascade.verifiers] if self.policy.cascade else []
+        for name in sorted({n for n in names_seen if names_seen.count(n) > 1}):
+            errors.append(f"policy.cascade.verifiers: two verifiers named {name!r}; give each its own name")
         for tier in self.policy.cascade.tiers if self.policy.cascade else ():
             if tier not in self.tiers:
                 errors.append(f"policy.cascade.tiers: unknown tier {tier!r}; tiers: {', '.join(self.tiers)}")
@@ -440,6 +476,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
                 provider = provider.model_copy(update={"dataset": str(resolved)})
             providers[name] = provider
         config = config.model_copy(update={"providers": providers})
+    learned = config.policy.learned
+    if learned is not None and not os.path.isabs(learned.artefact):  # relative to the config file too
+        learned = learned.model_copy(update={"artefact": str((file.parent / learned.artefact).resolve())})
+        config = config.model_copy(update={"policy": config.policy.model_copy(update={"learned": learned})})
     return config
 
 

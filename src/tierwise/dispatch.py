@@ -9,6 +9,25 @@ Streaming contract: chunks are held back until the first one with content (text,
 finish reason). Until then a failure falls back to the next model invisibly. After it, the client
 has part of one model's answer, so a failure is re-raised for the gateway to end the stream with an
 explicit error event — never a splice of two models' answers, never a clean truncated stream.
+
+Cascade (``decision.cascade``; see ``policy/cascade.py`` for the verifiers): the first model's answer
+is verified before anything of it reaches the client. Accepted, it is returned. Rejected, its attempt
+stays in the outcome with status ``"rejected"``, its cost charged and ``error`` naming the verifier and
+why, and the next model of the chain answers — at most ``cascade.max_escalations`` times. The answer of
+the model reached after the last permitted escalation (or of the chain's last model) is returned
+unverified: nothing is left to escalate to, and a judge's verdict nobody can act on is money spent for
+a log line. Provider failures of a verified model fall back as usual and are not escalations. Agreement
+draws ``samples - 1`` more answers of the same model (``purpose="sample"``, charged); the judge asks
+the review model (``purpose="judge"``, charged, bounded by the verifier's ``timeout_s``); a failed or
+unparseable sample or judge call rejects the answer — when unsure, escalate. Checks that need no call
+run first, so a schema failure never pays for a judge.
+
+A streamed request with a cascade is buffered: the verified model's whole stream is read (nothing is
+sent), assembled and verified; accepted, the buffered chunks are replayed to the client as they came;
+rejected, they are dropped and the next model streams — so no byte of a rejected answer ever reaches the
+client, at the price of a time to first token equal to the cheap model's whole answer plus its
+verification. A failure while buffering falls back invisibly, since nothing was sent. The unverified
+model streams under the contract above.
 """
 
 from __future__ import annotations
@@ -25,6 +44,14 @@ from .config import Config, ModelEntry
 from .errors import AttemptFailure, ChainExhausted, ProviderError, UpstreamRateLimited
 from .features import Features
 from .ledger.base import Attempt
+from .policy.cascade import (
+    JudgeVerifier,
+    Verdict,
+    Verifier,
+    answer_text,
+    build_verifiers,
+    completion_from_chunks,
+)
 from .policy.engine import Decision
 from .providers.base import Chunk, Completion, Provider, UpstreamCall, Usage, chunk_has_content
 from .state.base import State
@@ -69,6 +96,9 @@ class Dispatcher:
         # Models this process saw fail recently: only these need a success reported to the state
         # store, which keeps the common path free of state writes.
         self._suspect: set[str] = set()
+        cascade = config.policy.cascade
+        self._verifiers: tuple[Verifier, ...] = build_verifiers(cascade) if cascade is not None else ()
+        self._max_escalations = cascade.max_escalations if cascade is not None else 0
 
     # -- planning --
 
@@ -138,7 +168,12 @@ class Dispatcher:
         request_id: str = "",
     ) -> Completion:
         """Return the first successful completion along the chain, or raise ChainExhausted."""
-        for model in await self.plan(decision, features, outcome):
+        plan = await self.plan(decision, features, outcome)
+        if decision.cascade and self._verifiers:
+            completion, plan = await self._cascade_complete(plan, body, outcome, request_id)
+            if completion is not None:
+                return completion
+        for model in plan:
             provider = self._providers[model.provider]
             call = UpstreamCall(model, body, request_id)
             for retry in range(self._retry.attempts):
@@ -177,7 +212,18 @@ class Dispatcher:
         ``outcome.model`` is set before the first chunk is yielded, so the caller can name the model in
         its response headers. A failure after that is re-raised as the ProviderError it was.
         """
-        for model in await self.plan(decision, features, outcome):
+        plan = await self.plan(decision, features, outcome)
+        waited = 0.0  # ms the cascade spent before the streaming models below: part of the client's TTFT
+        if decision.cascade and self._verifiers:
+            cascade_started = time.perf_counter()
+            buffered, plan = await self._cascade_buffer(plan, body, features, outcome, request_id)
+            if buffered is not None:
+                outcome.ttft_ms = _ms(cascade_started)
+                for chunk in buffered:
+                    yield chunk
+                return
+            waited = _ms(cascade_started)
+        for model in plan:
             provider = self._providers[model.provider]
             call = UpstreamCall(model, body, request_id)
             for retry in range(self._retry.attempts):
@@ -197,7 +243,8 @@ class Dispatcher:
                                 yield chunk
                             elif chunk_has_content(chunk.data):
                                 sent = True
-                                attempt.ttft_ms = outcome.ttft_ms = _ms(started)
+                                attempt.ttft_ms = _ms(started)
+                                outcome.ttft_ms = attempt.ttft_ms + waited
                                 outcome.model = model
                                 streamed_chars += _chars(chunk)
                                 for early in held:
@@ -243,6 +290,230 @@ class Dispatcher:
                 await self._succeeded(model)
                 return
         raise ChainExhausted(outcome.failures)
+
+    # -- cascade --
+    #
+    # The retry loops below mirror complete() and stream() rather than sharing them, so that requests
+    # without a cascade keep their path as it was: no extra coroutine or generator layer per request.
+
+    async def _cascade_complete(
+        self, plan: list[ModelEntry], body: dict[str, Any], outcome: Outcome, request_id: str
+    ) -> tuple[Completion | None, list[ModelEntry]]:
+        """Verify the answers of the chain's first models; return an accepted one, or (None, the models
+        that answer unverified)."""
+        rejections = 0
+        for i, model in enumerate(plan):
+            if rejections >= self._max_escalations or i == len(plan) - 1:
+                return None, plan[i:]
+            answered = await self._call(model, UpstreamCall(model, body, request_id), outcome)
+            if answered is None:
+                continue  # the model failed: fall back, as without a cascade
+            completion, attempt = answered
+            verdict = await self._verify(model, body, completion.body, outcome, request_id)
+            if verdict.accept:
+                outcome.model, outcome.usage, outcome.status = model, completion.usage, "ok"
+                outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
+                return completion, []
+            self._reject(model, attempt, verdict, outcome)
+            rejections += 1
+        return None, []
+
+    async def _cascade_buffer(
+        self,
+        plan: list[ModelEntry],
+        body: dict[str, Any],
+        features: Features,
+        outcome: Outcome,
+        request_id: str,
+    ) -> tuple[list[Chunk] | None, list[ModelEntry]]:
+        """The streamed form of ``_cascade_complete``: each verified model's stream is read whole and
+        held; an accepted one is returned for replay, a rejected one is dropped unseen."""
+        rejections = 0
+        for i, model in enumerate(plan):
+            if rejections >= self._max_escalations or i == len(plan) - 1:
+                return None, plan[i:]
+            held = await self._buffer(model, UpstreamCall(model, body, request_id), features, outcome)
+            if held is None:
+                continue
+            chunks, attempt, usage = held
+            completion = completion_from_chunks([chunk.data for chunk in chunks])
+            verdict = await self._verify(model, body, completion, outcome, request_id)
+            if verdict.accept:
+                outcome.model, outcome.usage, outcome.status = model, usage, "ok"
+                outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
+                return chunks, []
+            self._reject(model, attempt, verdict, outcome)
+            rejections += 1
+        return None, []
+
+    async def _call(
+        self, model: ModelEntry, call: UpstreamCall, outcome: Outcome
+    ) -> tuple[Completion, Attempt] | None:
+        """One model, non-streamed, with retries; None if it failed (the failures are in ``outcome``)."""
+        provider = self._providers[model.provider]
+        for retry in range(self._retry.attempts):
+            started = time.perf_counter()
+            attempt = Attempt(model.name, model.provider, "ok", retry=retry)
+            try:
+                completion = await provider.complete(call)
+            except ProviderError as exc:
+                attempt.latency_ms = _ms(started)
+                await self._failed(model, exc, outcome, attempt)
+                if await self._should_retry(exc, retry):
+                    continue
+                return None
+            attempt.latency_ms = _ms(started)
+            usage = completion.usage
+            attempt.input_tokens, attempt.output_tokens = usage.input_tokens, usage.output_tokens
+            attempt.cost_usd = model.cost(usage.input_tokens, usage.output_tokens)
+            attempt.http_status = 200
+            outcome.attempts.append(attempt)
+            await self._succeeded(model)
+            return completion, attempt
+        return None
+
+    async def _buffer(
+        self, model: ModelEntry, call: UpstreamCall, features: Features, outcome: Outcome
+    ) -> tuple[list[Chunk], Attempt, Usage] | None:
+        """One model's whole stream, held back, with retries; None if it failed. Nothing was sent, so a
+        stream that breaks halfway is retried or falls back like any failure (its tokens are charged)."""
+        provider = self._providers[model.provider]
+        for retry in range(self._retry.attempts):
+            started = time.perf_counter()
+            attempt = Attempt(model.name, model.provider, "ok", retry=retry)
+            chunks: list[Chunk] = []
+            usage: Usage | None = None
+            chars = 0
+            try:
+                async with aclosing(provider.stream(call)) as stream:
+                    async for chunk in stream:
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        if attempt.ttft_ms is None and chunk_has_content(chunk.data):
+                            attempt.ttft_ms = _ms(started)
+                        chars += _chars(chunk)
+                        chunks.append(chunk)
+            except ProviderError as exc:
+                attempt.latency_ms = _ms(started)
+                if attempt.ttft_ms is not None:  # it produced tokens before breaking: they are billed
+                    self._charge(attempt, model, usage, features, chars)
+                await self._failed(model, exc, outcome, attempt)
+                if await self._should_retry(exc, retry):
+                    continue
+                return None
+            except asyncio.CancelledError:
+                attempt.latency_ms = _ms(started)
+                attempt.status = "cancelled"
+                self._charge(attempt, model, usage, features, chars)
+                outcome.attempts.append(attempt)
+                outcome.status = "cancelled"
+                outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
+                raise
+            attempt.latency_ms = _ms(started)
+            self._charge(attempt, model, usage, features, chars)
+            attempt.http_status = 200
+            outcome.attempts.append(attempt)
+            await self._succeeded(model)
+            return chunks, attempt, usage or Usage(attempt.input_tokens, attempt.output_tokens)
+        return None
+
+    async def _verify(
+        self,
+        model: ModelEntry,
+        body: dict[str, Any],
+        completion: dict[str, Any],
+        outcome: Outcome,
+        request_id: str,
+    ) -> Verdict:
+        """Run the verifiers in order; the first rejection decides."""
+        for verifier in self._verifiers:
+            extra: Any = None
+            if verifier.needs == "sample":
+                extra = []
+                for _ in range(verifier.config.samples - 1):
+                    sample = await self._sample(model, body, verifier, outcome, request_id)
+                    extra.append(sample)
+                    if sample is None:
+                        break
+            elif verifier.needs == "judge":
+                assert isinstance(verifier, JudgeVerifier)
+                extra = await self._judge(verifier, body, completion, outcome, request_id)
+            verdict = verifier.check(body, completion, extra)
+            if not verdict.accept:
+                return verdict
+        return Verdict(True, "cascade", "every verifier accepted")
+
+    def _reject(self, model: ModelEntry, attempt: Attempt, verdict: Verdict, outcome: Outcome) -> None:
+        reason = f"{verdict.verifier}: {verdict.reason}"
+        attempt.status = "rejected"
+        attempt.error = f"cascade: {reason}"[:500]
+        outcome.failures.append(AttemptFailure(model.name, "Rejected", reason[:300]))
+        outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
+
+    async def _sample(
+        self, model: ModelEntry, body: dict[str, Any], verifier: Verifier, outcome: Outcome, request_id: str
+    ) -> dict[str, Any] | None:
+        """One more answer of the same model, for agreement: one try, charged; None if it failed."""
+        sample_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "n")}
+        sample_body["temperature"] = verifier.config.temperature  # samples must be free to differ
+        completion = await self._side_call(model, sample_body, "sample", None, outcome, request_id)
+        return completion.body if completion is not None else None
+
+    async def _judge(
+        self,
+        verifier: JudgeVerifier,
+        body: dict[str, Any],
+        completion: dict[str, Any],
+        outcome: Outcome,
+        request_id: str,
+    ) -> str | None:
+        """The review model's reply to the rubric prompt, or None if the call failed or timed out."""
+        assert verifier.model is not None  # the config requires it
+        judge = self._models[verifier.model]
+        judge_body: dict[str, Any] = {
+            "model": judge.name,
+            "messages": verifier.messages(body, completion),
+            "temperature": 0,
+            "max_tokens": 20,
+        }
+        reply = await self._side_call(
+            judge, judge_body, "judge", verifier.config.timeout_s, outcome, request_id
+        )
+        return answer_text(reply.body) if reply is not None else None
+
+    async def _side_call(
+        self,
+        model: ModelEntry,
+        body: dict[str, Any],
+        purpose: str,
+        timeout_s: float | None,
+        outcome: Outcome,
+        request_id: str,
+    ) -> Completion | None:
+        """A call made to verify an answer (a sample, a judge): one try, recorded and charged, never
+        retried and never counted against the model's health — a failure only means "escalate"."""
+        started = time.perf_counter()
+        attempt = Attempt(model.name, model.provider, "ok", purpose=purpose)
+        outcome.attempts.append(attempt)
+        call = UpstreamCall(model, body, request_id)
+        try:
+            completion = await asyncio.wait_for(self._providers[model.provider].complete(call), timeout_s)
+        except ProviderError as exc:
+            attempt.status, attempt.http_status, attempt.error = type(exc).__name__, exc.status, exc.message
+            return None
+        except TimeoutError:
+            attempt.status, attempt.error = (
+                "UpstreamTimeout",
+                f"{purpose} call took longer than {timeout_s:g} s",
+            )
+            return None
+        finally:
+            attempt.latency_ms = _ms(started)
+        usage = completion.usage
+        attempt.input_tokens, attempt.output_tokens = usage.input_tokens, usage.output_tokens
+        attempt.cost_usd = model.cost(usage.input_tokens, usage.output_tokens)
+        attempt.http_status = 200
+        return completion
 
     @staticmethod
     def _charge(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .classifier import TierClassifier
 from .config import Config, load_config
 from .dispatch import Dispatcher, Outcome
 from .errors import ChainExhausted, ProviderError, RequestError, TierwiseError
@@ -141,7 +142,12 @@ class Router:
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
         self.config = config
-        self.engine = PolicyEngine(config)
+        learned = None
+        if config.policy.learned is not None:  # the artefact, numpy and embeddings load only when asked for
+            from .artefact import load_learned_router
+
+            learned = load_learned_router(config)
+        self.engine = PolicyEngine(config, learned=learned)
         self.http = HttpPool()
         self.providers: dict[str, Provider] = (
             dict(providers)
@@ -155,6 +161,9 @@ class Router:
         )
         self.state: State = state if state is not None else open_state(config.storage.state)
         self.dispatcher = Dispatcher(config, self.providers, self.state)
+        self.classifier = (
+            TierClassifier(config, self.providers) if config.policy.classifier is not None else None
+        )
         self._counterfactual = config.counterfactual()
         self._started = False
         self._closed = False
@@ -234,7 +243,25 @@ class Router:
         if not self._started:
             await self.start()
         features, decision = self.explain(body, headers=headers)
-        return _Request(_request_id(), arrived, started, body, features, decision, Outcome(), key_id)
+        req = _Request(_request_id(), arrived, started, body, features, decision, Outcome(), key_id)
+        # The engine uses a classified tier only where it would otherwise take its default, so that is
+        # the only place a classifier call can change anything (hints, rules and a learned router win).
+        if self.classifier is not None and decision.layer == "default":
+            await self._classify(req)
+        return req
+
+    async def _classify(self, req: _Request) -> None:
+        """Ask the small-LLM classifier, charge its call to the request and decide again with its tier."""
+        assert self.classifier is not None
+        result = await self.classifier.classify(req.body, req.features, request_id=req.id)
+        if result.attempt is not None:
+            req.outcome.attempts.append(result.attempt)
+            req.outcome.cost_usd += result.attempt.cost_usd
+        if result.tier is not None:
+            req.decision = self.engine.decide(
+                req.features, model=req.body["model"], classified_tier=result.tier
+            )
+        req.decision = result.annotate(req.decision)
 
     async def route(
         self, body: dict[str, Any], *, headers: Mapping[str, str] | None = None, key_id: str | None = None

@@ -40,6 +40,8 @@ class Routing:
     scores: np.ndarray | None = None  # "send to strongest" score per prompt
     version: str = ""  # the policy version (rules configs) for the report
     details: dict[str, object] | None = None
+    extra_cost: np.ndarray | None = None  # USD per prompt besides its answer: a cascade's rejected calls
+    sweep: list[tuple[np.ndarray, np.ndarray]] | None = None  # a cascade's curve: (choice, extra_cost)s
 
 
 class EvalPolicy(Protocol):
@@ -53,12 +55,14 @@ class EvalPolicy(Protocol):
 
 
 class RulesPolicy:
-    """A config's policy, run through the gateway's PolicyEngine."""
+    """A config's policy, run through the gateway's PolicyEngine; with ``policy.cascade``, its verifiers
+    judge the recorded answers (``evals/cascade.py``; ``oracle_judge``: see there)."""
 
-    def __init__(self, name: str, path: str | Path | None) -> None:
+    def __init__(self, name: str, path: str | Path | None, *, oracle_judge: bool = False) -> None:
         self.name = name
         self._path = path
         self._fleet: EvalFleet | None = None
+        self.oracle_judge = oracle_judge
 
     def fleet(self, dataset: EvalDataset) -> EvalFleet:
         if self._fleet is None:
@@ -74,6 +78,10 @@ class RulesPolicy:
     def route(self, dataset: EvalDataset, data: Matrices) -> Routing:
         fleet = self.fleet(dataset)
         engine = PolicyEngine(fleet.config)
+        if fleet.config.policy.cascade is not None:
+            from .cascade import cascade_routing
+
+            return cascade_routing(engine, dataset, fleet, data, oracle_judge=self.oracle_judge)
         replay = replay_rules(engine, dataset, fleet)
         details: dict[str, object] = {
             "rules": dict(replay.rules.most_common()),
@@ -121,6 +129,10 @@ def make_policy(
         return RulesPolicy("rules", None)
     if spec in BUILTIN:
         return _BaselinePolicy(spec, default or default_fleet(dataset), seed=seed)
+    if spec == "learned" or spec.startswith("learned:"):  # learned[:CONFIG]; imported only when asked for
+        from .learned import make_learned_policy
+
+        return make_learned_policy(spec, dataset, seed=seed)
     path = Path(spec)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return RulesPolicy(path.stem, path)

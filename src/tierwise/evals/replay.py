@@ -100,16 +100,22 @@ class Point:
     strong_share: float
 
 
-def operating_point(choice: np.ndarray, data: Matrices, strongest: int) -> Point:
+def operating_point(
+    choice: np.ndarray, data: Matrices, strongest: int, extra_cost: np.ndarray | None = None
+) -> Point:
     """Quality and cost when each prompt is answered by ``choice[i]`` (−1: the request failed, no answer).
 
     Missing scores are skipped, as RouteLLM's pandas means skip them; a failed request scores 0.
+    ``extra_cost`` (USD per prompt) is what a prompt paid besides its answer: a cascade's rejected
+    attempts and judge calls.
     """
     rows = np.arange(len(choice))
     served = choice >= 0
     picked = np.where(served, choice, 0)
     scores = np.where(served, data.scores[rows, picked], 0.0)
     costs = np.where(served, data.costs[rows, picked], 0.0)
+    if extra_cost is not None:
+        costs = costs + extra_cost
     quality = float(np.nanmean(scores)) if np.any(~np.isnan(scores)) else float("nan")
     return Point(quality, float(costs.mean()), float(np.mean(choice == strongest)))
 

@@ -114,10 +114,13 @@ def _curves(routing: Routing, ctx: _Context) -> tuple[Point, Curves]:
         point = at_half
     else:
         assert routing.choice is not None
-        point = operating_point(routing.choice, data, ctx.strong)
+        point = operating_point(routing.choice, data, ctx.strong, routing.extra_cost)
         constant = len(routing.choice) > 0 and bool(np.all(routing.choice == routing.choice[0]))
         # A policy that sends everything to one model is a single point, not a curve.
         points = [point] if constant else [ctx.weak_point, point, ctx.strong_point]
+        if routing.sweep:  # a cascade: its strictness sweep between the two ends (evals/cascade.py)
+            swept = [operating_point(c, data, ctx.strong, e) for c, e in routing.sweep]
+            points = [ctx.weak_point, *swept, ctx.strong_point]
     points.sort(key=lambda p: (p.strong_share, p.cost))
     share = (np.array([p.strong_share * 100 for p in points]), np.array([p.quality for p in points]))
     by_cost = sorted(points, key=lambda p: p.cost)
@@ -219,6 +222,8 @@ def _bootstrap(
         picked = np.where(routing.choice >= 0, routing.choice, 0)
         scores = np.where(routing.choice >= 0, data.scores[rows, picked], 0.0)
         costs = np.where(routing.choice >= 0, data.costs[rows, picked], 0.0)
+        if routing.extra_cost is not None:
+            costs = costs + routing.extra_cost
         share = (routing.choice == ctx.strong).astype(float)
     else:
         assert routing.scores is not None
@@ -233,10 +238,30 @@ def _bootstrap(
         ),
     }
 
+    def sweep_curve(i: np.ndarray, w: float, s: float) -> tuple[np.ndarray, np.ndarray]:
+        """A cascade's share curve on the resampled prompts: its sweep between the two ends."""
+        xs, ys = [0.0], [w]
+        for choice, _ in routing.sweep or ():
+            served = choice[i] >= 0
+            xs.append(float((choice[i] == ctx.strong).mean() * 100))
+            ys.append(_nanmean(np.where(served, data.scores[i, np.where(served, choice[i], 0)], 0.0)))
+        xs.append(100.0)
+        ys.append(s)
+        order = np.argsort(xs, kind="stable")
+        return np.array(xs)[order], np.array(ys)[order]
+
+    def cpt50_of(i: np.ndarray) -> float:
+        w, s = _nanmean(weak_scores[i]), _nanmean(strong_scores[i])
+        x, y = sweep_curve(i, w, s)
+        return metrics.cpt(x, y, weak_quality=w, strong_quality=s, recovered=0.5) if s != w else math.nan
+
     def apgr_of(i: np.ndarray) -> float:
         w, s = _nanmean(weak_scores[i]), _nanmean(strong_scores[i])
         if s == w:
             return math.nan
+        if routing.sweep:
+            x, y = sweep_curve(i, w, s)
+            return metrics.apgr(x, y, weak_quality=w, strong_quality=s)
         if routing.choice is not None:
             q = _nanmean(scores[i])
             x = np.array([0.0, share[i].mean() * 100, 100.0])
@@ -258,6 +283,9 @@ def _bootstrap(
     if policy.curves.share[0].max() > policy.curves.share[0].min() and not oracle:
         with contextlib.suppress(ValueError):
             out["apgr"] = metrics.bootstrap_ci(apgr_of, len(data), n_boot=n_boot, seed=seed)
+        if routing.sweep:
+            with contextlib.suppress(ValueError):
+                out["cpt_50"] = metrics.bootstrap_ci(cpt50_of, len(data), n_boot=n_boot, seed=seed)
     return {k: [float(v[0]), float(v[1])] for k, v in out.items()}
 
 

@@ -27,7 +27,8 @@ class Attempt:
     http_status: int | None = None
     error: str | None = None  # a message safe to show: never a key
     retry: int = 0  # 0 for the first try of this model
-    purpose: str = "answer"  # "answer", "judge" (a cascade's review model), "sample" (agreement), "classifier"
+    # "answer", "judge" (a cascade's review model), "sample" (agreement), "classifier"
+    purpose: str = "answer"
 
 
 @dataclass(slots=True)

@@ -1,0 +1,269 @@
+"""``--policy learned``: train the learned router on training prompts, score the test prompts.
+
+Training happens when the test prompts are known (in ``route``), on the fold's training prompts plus
+any ``--train-data`` sets, less every prompt whose text is among the test prompts: train and test never
+share a prompt text, whatever the sets. Model family, hyper-parameters and calibration come from inner
+cross-validation on those training rows only (``tierwise.train``).
+
+On a two-model fleet the policy is a *score* policy (RouteLLM's sweep): the score is the predicted gap
+between the strongest and the cheapest model, squashed so that 0.5 is the calibrated threshold of the
+target (default: 95% of always-strongest quality) — so the report's operating point is the one the
+gateway would run. On a larger fleet it is a *choice* policy at that threshold, and ``details`` carries
+its whole threshold sweep (cost, quality), with its AIQ, the cost at always-strongest quality, and the
+same for RouterBench's zero router (the hull of the single models) for comparison.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import load_config
+from ..embeddings import StaticEmbeddings, load_wordllama
+from ..features import extract_features
+from ..policy.learned import encode, gap_scores, make_scorer, route_many, threshold_for
+from ..train import CANDIDATES, DEFAULT_TARGET, FleetModel, Trained, pair_metrics, text_of, train_router
+from . import metrics
+from .curves import nondecreasing_convex_hull
+from .fleet import EvalFleet, default_fleet, fleet_from_config
+from .policies import Routing
+from .records import EvalDataset
+from .replay import Matrices
+
+# A gap 0.05 above the threshold scores ~0.73: steep enough to read, strictly monotone (no ties).
+_SQUASH = 0.05
+
+
+class LearnedPolicy:
+    """The learned router as an evaluation policy (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str = "learned",
+        *,
+        config: str | Path | None = None,
+        fleet: EvalFleet | None = None,
+        train_sets: Sequence[EvalDataset] = (),
+        target: dict[str, float] | None = None,
+        seed: int = 0,
+        candidates: Sequence[tuple[str, dict[str, Any]]] = CANDIDATES,
+        inner_folds: int = 3,
+        embedder: StaticEmbeddings | None = None,
+    ) -> None:
+        self.name = name
+        self._config = config
+        self._fleet = fleet
+        self.train_sets = list(train_sets)
+        self._target = dict(target or DEFAULT_TARGET)
+        self._seed = seed
+        self.candidates = tuple(candidates)
+        self._inner_folds = inner_folds
+        self._embedder = embedder
+        self._fold: EvalDataset | None = None
+        self.trained: list[Trained] = []  # one per route() call, for inspection
+        self.runs: list[dict[str, Any]] = []  # per route() call: test prompt ids, scores or choices, details
+
+    def fleet(self, dataset: EvalDataset) -> EvalFleet:
+        if self._fleet is None:
+            self._fleet = (
+                default_fleet(dataset)
+                if self._config is None
+                else fleet_from_config(load_config(self._config), dataset)
+            )
+        return self._fleet
+
+    def fit(self, train: EvalDataset, data: Matrices) -> None:
+        """Remember the fold's training prompts; training waits for the test prompts (see ``route``)."""
+        self._fold = train
+
+    def _embeddings(self) -> StaticEmbeddings:
+        if self._embedder is None:
+            self._embedder = load_wordllama()
+        return self._embedder
+
+    def route(self, dataset: EvalDataset, data: Matrices) -> Routing:
+        fleet = self.fleet(dataset)
+        sets = ([self._fold] if self._fold is not None and len(self._fold) else []) + self.train_sets
+        if not sets:
+            raise ValueError(
+                "--policy learned needs training data: --cv K (train on the other folds) or --train-data"
+            )
+        embedder = self._embeddings()
+        models = [
+            FleetModel(m.name, m.price.input_per_mtok, m.price.output_per_mtok, upstream)
+            for m, upstream in zip(fleet.models, fleet.dataset_models, strict=True)
+        ]
+        started = time.perf_counter()
+        trained = train_router(
+            sets,
+            models,
+            reference=fleet.models[fleet.strongest].name,
+            embedder=embedder,
+            candidates=self.candidates,
+            inner_folds=self._inner_folds,
+            seed=self._seed,
+            exclude_texts=frozenset(text_of(p.messages) for p in dataset.prompts),
+            default_target=self._target,
+        )
+        self.trained.append(trained)
+        train_seconds = time.perf_counter() - started
+        meta = trained.meta
+        scorer = make_scorer(meta["family"], trained.arrays, meta["params"])
+        encoded = [
+            encode(extract_features({"messages": list(p.messages)}), embedder) for p in dataset.prompts
+        ]
+        quality = scorer.predict(np.stack([e.dense for e in encoded]), [e.tokens for e in encoded])
+        # The trainer stores models cheapest first; map back to the fleet's order.
+        order = [m["name"] for m in meta["models"]]
+        quality = quality[:, [order.index(m.name) for m in fleet.models]]
+        threshold = float(meta["default_threshold"])
+        details: dict[str, Any] = {
+            "family": meta["family"],
+            "params": meta["params"],
+            "target": self._target,
+            "threshold": threshold,
+            "train_rows": meta["training"]["rows"],
+            "train_datasets": [d["name"] for d in meta["training"]["datasets"]],
+            "inner_cv_apgr": meta["metrics"]["chosen_oof_apgr"],
+            "candidates": [
+                {"family": c["family"], "params": c["params"], "apgr": c["apgr"], "cpt_50": c["cpt_50"]}
+                for c in meta["metrics"]["candidates"]
+            ],
+            "train_seconds": round(train_seconds, 2),
+        }
+        by_price = sorted(range(len(fleet.models)), key=lambda j: (_price(fleet, j), j != fleet.strongest))
+        ranked = quality[:, by_price]
+        reference = by_price.index(fleet.strongest)
+        if len(fleet.models) == 2:
+            gap = gap_scores(ranked, reference, 0 if reference == 1 else 1)
+            scores = 1.0 / (1.0 + np.exp(-(gap - threshold) / _SQUASH))
+            self.runs.append({"ids": [p.id for p in dataset.prompts], "scores": scores, "details": details})
+            return Routing(scores=scores, version=f"learned-{meta['family']}", details=details)
+        chosen = np.asarray(by_price)[route_many(ranked, reference, threshold)]
+        details["sweep"] = _sweep(ranked, by_price, reference, data, fleet)
+        self.runs.append({"ids": [p.id for p in dataset.prompts], "choice": chosen, "details": details})
+        return Routing(choice=chosen, version=f"learned-{meta['family']}", details=details)
+
+
+def _price(fleet: EvalFleet, j: int) -> float:
+    return fleet.models[j].price.input_per_mtok + fleet.models[j].price.output_per_mtok
+
+
+def _sweep(
+    ranked: np.ndarray, by_price: list[int], reference: int, data: Matrices, fleet: EvalFleet
+) -> dict[str, Any]:
+    """The N-model router's cost–quality curve over thresholds, its AIQ and cost at strongest quality,
+    and the same for the zero router (mixtures of single models)."""
+    rows = np.arange(len(data))
+    gaps = ranked[:, reference : reference + 1] - ranked
+    grid = np.unique(np.r_[gaps.min() - 1e-6, np.quantile(gaps, np.linspace(0, 1, 101)), gaps.max()])
+    scored = np.nan_to_num(data.scores, nan=0.0)
+    costs, quals = [], []
+    for t in grid:
+        chosen = np.asarray(by_price)[route_many(ranked, reference, float(t))]
+        costs.append(float(data.costs[rows, chosen].mean()))
+        quals.append(float(scored[rows, chosen].mean()))
+    strongest = fleet.strongest
+    c_max = float(data.costs[:, strongest].mean())
+    c_min = float(data.costs[:, fleet.cheapest].mean())
+    top = float(scored[:, strongest].mean())
+    by_cost = np.argsort(data.costs.mean(axis=0), kind="stable")
+    single_c = data.costs.mean(axis=0)[by_cost]
+    single_q = scored.mean(axis=0)[by_cost]
+    hull = nondecreasing_convex_hull(single_c, single_q)
+    order = np.argsort(costs, kind="stable")
+    c, q = np.asarray(costs)[order], np.asarray(quals)[order]
+    learned_hull = nondecreasing_convex_hull(c, q)
+
+    def safe(value: Any) -> float | None:
+        return None if value is None else float(value)
+
+    return {
+        "curve": [[float(a), float(b)] for a, b in zip(c, q, strict=True)],
+        "aiq": safe(metrics.aiq(c, q, c_min=c_min, c_max=c_max)),
+        "cost_at_strongest_quality": safe(metrics.cost_at_quality(c, q, top)),
+        "strongest_cost": c_max,
+        "strongest_quality": top,
+        "hull_points": len(learned_hull.cost),
+        "zero_router": {
+            "aiq": safe(metrics.aiq(hull.cost, hull.quality, c_min=c_min, c_max=c_max)),
+            "cost_at_strongest_quality": safe(metrics.cost_at_quality(single_c, single_q, top)),
+        },
+    }
+
+
+def pooled_report(
+    policy: LearnedPolicy, dataset: EvalDataset, fleet: EvalFleet, *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Every test fold's predictions pooled: APGR and CPT(50%) (two models) or quality and cost (more),
+    with 95% bootstrap intervals over prompts, and what each fold's training chose.
+
+    ``tierwise eval --cv`` reports the mean over folds without intervals; this adds them.
+    """
+    from .replay import matrices
+
+    index = {p.id: i for i, p in enumerate(dataset.prompts)}
+    rows = np.array([index[i] for run in policy.runs for i in run["ids"]], dtype=np.int64)
+    data = matrices(dataset.subset(list(rows)), fleet)
+    weak, strong = data.scores[:, fleet.cheapest], data.scores[:, fleet.strongest]
+    out: dict[str, Any] = {"prompts": len(rows), "bootstrap": n_boot, "seed": seed}
+    if all("scores" in run for run in policy.runs):
+        scores = np.concatenate([run["scores"] for run in policy.runs])
+        out["apgr"], out["cpt_50"] = pair_metrics(scores, weak, strong)
+        if n_boot:
+            out["ci95"] = {
+                "apgr": list(
+                    metrics.bootstrap_ci(
+                        lambda i: pair_metrics(scores[i], weak[i], strong[i])[0],
+                        len(rows),
+                        n_boot=n_boot,
+                        seed=seed,
+                    )
+                ),
+                "cpt_50": list(
+                    metrics.bootstrap_ci(
+                        lambda i: pair_metrics(scores[i], weak[i], strong[i])[1],
+                        len(rows),
+                        n_boot=n_boot,
+                        seed=seed,
+                    )
+                ),
+            }
+    else:
+        choice = np.concatenate([run["choice"] for run in policy.runs])
+        picked = np.nan_to_num(data.scores[np.arange(len(rows)), choice], nan=0.0)
+        costs = data.costs[np.arange(len(rows)), choice]
+        out["quality"], out["cost_per_1k_usd"] = float(picked.mean()), float(costs.mean() * 1000)
+        out["strong_share"] = float(np.mean(choice == fleet.strongest))
+        if n_boot:
+            out["ci95"] = {
+                "quality": list(
+                    metrics.bootstrap_ci(
+                        lambda i: float(picked[i].mean()), len(rows), n_boot=n_boot, seed=seed
+                    )
+                ),
+                "cost_per_1k_usd": list(
+                    metrics.bootstrap_ci(
+                        lambda i: float(costs[i].mean() * 1000), len(rows), n_boot=n_boot, seed=seed
+                    )
+                ),
+            }
+    out["folds"] = [run["details"] for run in policy.runs]
+    return out
+
+
+def make_learned_policy(spec: str, dataset: EvalDataset, *, seed: int = 0, **kwargs: Any) -> LearnedPolicy:
+    """``learned`` (the dataset's default fleet) or ``learned:CONFIG.yaml`` (that config's fleet)."""
+    config = spec.split(":", 1)[1] if ":" in spec else None
+    return LearnedPolicy(seed=seed, config=config, **kwargs)
+
+
+def threshold_of(trained: Trained, **target: float) -> float:
+    """The threshold a trained router uses for a target (tests and reports)."""
+    from ..policy.learned import Calibration
+
+    return threshold_for(Calibration.from_json(trained.meta["calibration"]), **target)
