@@ -145,7 +145,8 @@ def write_plot(report: EvalReport, path: Path) -> str | None:
     by_share.set_xlabel("calls to the strongest model (%)")
     by_cost.set_title("cost vs quality (big dots: operating points)")
     by_share.set_title("strong-call share vs quality")
-    by_share.legend(loc="lower right", fontsize=8)
+    if by_share.get_legend_handles_labels()[0]:  # a cross-validated report has no share curves to label
+        by_share.legend(loc="lower right", fontsize=8)
     d = report.dataset
     fig.suptitle(f"tierwise eval — {d.name}, {len(d)} prompts")
     fig.tight_layout()

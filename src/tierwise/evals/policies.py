@@ -77,7 +77,12 @@ class RulesPolicy:
 
     def route(self, dataset: EvalDataset, data: Matrices) -> Routing:
         fleet = self.fleet(dataset)
-        engine = PolicyEngine(fleet.config)
+        learned = None
+        if fleet.config.policy.learned is not None:  # replay the whole hybrid, as the gateway runs it
+            from ..artefact import load_learned_router
+
+            learned = load_learned_router(fleet.config)
+        engine = PolicyEngine(fleet.config, learned=learned)
         if fleet.config.policy.cascade is not None:
             from .cascade import cascade_routing
 
