@@ -174,29 +174,13 @@ class Dispatcher:
             if completion is not None:
                 return completion
         for model in plan:
-            provider = self._providers[model.provider]
-            call = UpstreamCall(model, body, request_id)
-            for retry in range(self._retry.attempts):
-                started = time.perf_counter()
-                attempt = Attempt(model.name, model.provider, "ok", retry=retry)
-                try:
-                    completion = await provider.complete(call)
-                except ProviderError as exc:
-                    attempt.latency_ms = _ms(started)
-                    await self._failed(model, exc, outcome, attempt)
-                    if await self._should_retry(exc, retry):
-                        continue
-                    break
-                attempt.latency_ms = _ms(started)
-                usage = completion.usage
-                attempt.input_tokens, attempt.output_tokens = usage.input_tokens, usage.output_tokens
-                attempt.cost_usd = model.cost(usage.input_tokens, usage.output_tokens)
-                attempt.http_status = 200
-                outcome.attempts.append(attempt)
-                outcome.model, outcome.usage, outcome.status = model, usage, "ok"
-                outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
-                await self._succeeded(model)
-                return completion
+            result = await self._call(model, UpstreamCall(model, body, request_id), outcome)
+            if result is None:
+                continue
+            completion = result[0]
+            outcome.model, outcome.usage, outcome.status = model, completion.usage, "ok"
+            outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
+            return completion
         raise ChainExhausted(outcome.failures)
 
     async def stream(
