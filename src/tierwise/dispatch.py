@@ -252,12 +252,7 @@ class Dispatcher:
                         continue
                     break
                 except (asyncio.CancelledError, GeneratorExit):
-                    attempt.latency_ms = _ms(started)
-                    attempt.status = "cancelled"
-                    self._charge(attempt, model, usage, features, streamed_chars)
-                    outcome.attempts.append(attempt)
-                    outcome.status = "cancelled"
-                    outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
+                    self._cancelled(attempt, started, model, usage, features, streamed_chars, outcome)
                     raise
                 attempt.latency_ms = _ms(started)
                 outcome.model = model
@@ -386,12 +381,7 @@ class Dispatcher:
                     continue
                 return None
             except asyncio.CancelledError:
-                attempt.latency_ms = _ms(started)
-                attempt.status = "cancelled"
-                self._charge(attempt, model, usage, features, chars)
-                outcome.attempts.append(attempt)
-                outcome.status = "cancelled"
-                outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
+                self._cancelled(attempt, started, model, usage, features, chars, outcome)
                 raise
             attempt.latency_ms = _ms(started)
             self._charge(attempt, model, usage, features, chars)
@@ -498,6 +488,24 @@ class Dispatcher:
         attempt.cost_usd = model.cost(usage.input_tokens, usage.output_tokens)
         attempt.http_status = 200
         return completion
+
+    def _cancelled(
+        self,
+        attempt: Attempt,
+        started: float,
+        model: ModelEntry,
+        usage: Usage | None,
+        features: Features,
+        chars: int,
+        outcome: Outcome,
+    ) -> None:
+        """The client went away mid-stream: what was streamed so far is billed and logged as cancelled."""
+        attempt.latency_ms = _ms(started)
+        attempt.status = "cancelled"
+        self._charge(attempt, model, usage, features, chars)
+        outcome.attempts.append(attempt)
+        outcome.status = "cancelled"
+        outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
 
     @staticmethod
     def _charge(
