@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -32,7 +30,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from overhead import KEY, Server, cpu_plan, free_port, machine, tierwise_config
+from overhead import KEY, Server, cpu_plan, free_port, machine, run_measured, tierwise_config
 
 _PLACES = ("a lighthouse", "my old school", "a night market", "an airport lounge", "a ferry",
            "a forest cabin", "a rooftop garden", "a train station")  # fmt: skip
@@ -293,30 +291,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-    servers: list[Server] = []
-    try:
-        import uvloop
-
-        loop_run = uvloop.run
-    except ImportError:
-        loop_run = asyncio.run
-    with tempfile.TemporaryDirectory(prefix="tierwise-bench-classifier-") as tmp:
-        try:
-            measured = loop_run(run(args, servers, Path(tmp)))
-        except KeyboardInterrupt:
-            print("\ninterrupted", file=sys.stderr)
-            return 130
-        finally:
-            for server in reversed(servers):
-                server.stop()
+    measured = run_measured(run, args, prefix="tierwise-bench-classifier-")
+    if measured is None:
+        return 130
     info = machine()
     load_cpus, upstream_cpus, sut_cpus = measured["cpus"]
     print(f"machine: {info['cpus']} CPUs ({info['cpu_model']}), Python {info['python']}, {info['loop']}")

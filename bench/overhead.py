@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -680,8 +680,14 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM and SIGHUP clean up like Ctrl-C
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_measured(
+    measure: Callable[[argparse.Namespace, list[Server], Path], Coroutine[Any, Any, dict[str, Any]]],
+    args: argparse.Namespace,
+    *,
+    prefix: str,
+) -> dict[str, Any] | None:
+    """Run ``measure`` on uvloop (if installed) in a temporary folder; every server it started is
+    stopped however it ends, Ctrl-C, SIGTERM and SIGHUP included. None when interrupted."""
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     servers: list[Server] = []
@@ -691,15 +697,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop_run = uvloop.run
     except ImportError:
         loop_run = asyncio.run
-    with tempfile.TemporaryDirectory(prefix="tierwise-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         try:
-            measured = loop_run(run(args, servers, Path(tmp)))
+            return loop_run(measure(args, servers, Path(tmp)))
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
-            return 130
+            return None
         finally:
             for server in reversed(servers):
                 server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    measured = run_measured(run, args, prefix="tierwise-bench-")
+    if measured is None:
+        return 130
     results, extra = measured["results"], measured["extra"]
     report: dict[str, Any] = {"results": results, "extra": extra, "ratios": {}}
     if "passthrough" in results:
