@@ -65,9 +65,13 @@ class Outcome:
     failures: list[AttemptFailure] = field(default_factory=list)
     model: ModelEntry | None = None  # the model that answered (or began answering)
     usage: Usage | None = None
-    cost_usd: float = 0.0  # every attempt's cost, failed ones included
     ttft_ms: float | None = None
     status: str = "error"  # "ok", "error", "interrupted", "cancelled"
+
+    @property
+    def cost_usd(self) -> float:
+        """Every attempt's cost, failed, rejected, judge and classifier calls included."""
+        return sum(a.cost_usd for a in self.attempts)
 
 
 def _ms(since: float) -> float:
@@ -179,7 +183,6 @@ class Dispatcher:
                 continue
             completion = result[0]
             outcome.model, outcome.usage, outcome.status = model, completion.usage, "ok"
-            outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
             return completion
         raise ChainExhausted(outcome.failures)
 
@@ -245,7 +248,6 @@ class Dispatcher:
                         self._charge(attempt, model, usage, features, streamed_chars)
                         outcome.status = "interrupted"
                         await self._failed(model, exc, outcome, attempt)
-                        outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
                         raise
                     await self._failed(model, exc, outcome, attempt)
                     if await self._should_retry(exc, retry):
@@ -265,7 +267,6 @@ class Dispatcher:
                     usage or Usage(attempt.input_tokens, attempt.output_tokens),
                     "ok",
                 )
-                outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
                 await self._succeeded(model)
                 return
         raise ChainExhausted(outcome.failures)
@@ -291,7 +292,6 @@ class Dispatcher:
             verdict = await self._verify(model, body, completion.body, outcome, request_id)
             if verdict.accept:
                 outcome.model, outcome.usage, outcome.status = model, completion.usage, "ok"
-                outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
                 return completion, []
             self._reject(model, attempt, verdict, outcome)
             rejections += 1
@@ -319,7 +319,6 @@ class Dispatcher:
             verdict = await self._verify(model, body, completion, outcome, request_id)
             if verdict.accept:
                 outcome.model, outcome.usage, outcome.status = model, usage, "ok"
-                outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
                 return chunks, []
             self._reject(model, attempt, verdict, outcome)
             rejections += 1
@@ -422,7 +421,6 @@ class Dispatcher:
         attempt.status = "rejected"
         attempt.error = f"cascade: {reason}"[:500]
         outcome.failures.append(AttemptFailure(model.name, "Rejected", reason[:300]))
-        outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
 
     async def _sample(
         self, model: ModelEntry, body: dict[str, Any], verifier: Verifier, outcome: Outcome, request_id: str
@@ -505,7 +503,6 @@ class Dispatcher:
         self._charge(attempt, model, usage, features, chars)
         outcome.attempts.append(attempt)
         outcome.status = "cancelled"
-        outcome.cost_usd = sum(a.cost_usd for a in outcome.attempts)
 
     @staticmethod
     def _charge(

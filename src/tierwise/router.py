@@ -255,8 +255,7 @@ class Router:
         assert self.classifier is not None
         result = await self.classifier.classify(req.body, req.features, request_id=req.id)
         if result.attempt is not None:
-            req.outcome.attempts.append(result.attempt)
-            req.outcome.cost_usd += result.attempt.cost_usd
+            req.outcome.attempts.append(result.attempt)  # its cost counts in outcome.cost_usd
         if result.tier is not None:
             req.decision = self.engine.decide(
                 req.features, model=req.body["model"], classified_tier=result.tier
