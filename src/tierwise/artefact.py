@@ -12,7 +12,9 @@ pickle)::
                                 first; the index of the strongest, the gaps' reference
     training                    datasets (name, sha256, prompts), data_sha256 of the rows used, counts
     calibration                 threshold → strong share, $/1k requests, quality, relative quality,
-                                measured on out-of-fold predictions of the training data
+                                measured on out-of-fold predictions of the training data (with a
+                                config that has a cascade: of the whole hybrid, ``calibration_of``
+                                says so; see ``evals/hybrid.py``)
     metrics                     the model-family comparison and out-of-fold APGR/CPT
     arrays_sha256               checked on load: a damaged or edited file is refused
     created, tierwise_version

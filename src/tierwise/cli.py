@@ -98,6 +98,11 @@ def _route(args: argparse.Namespace) -> int:
     print(f"chain    {' → '.join(decision.chain)}")
     print(f"reason   {decision.reason}")
     print(f"layer    {decision.layer}  (policy {decision.policy_version})")
+    if decision.cascade:
+        cascade = config.policy.cascade
+        assert cascade is not None
+        names = ", ".join(v.name or v.kind for v in cascade.verifiers)
+        print(f"cascade  {first.name}'s answer is verified ({names}) before it is returned")
     shown = {k: v for k, v in features.to_log().items() if v not in (None, False)}
     print("features " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return 0
@@ -270,6 +275,15 @@ def _train(args: argparse.Namespace) -> int:
         default_target=target,
         progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
     )
+    if args.config and config.policy.cascade is not None:
+        from .evals.hybrid import recalibrate_for_hybrid
+
+        target = trained.meta["default_target"]
+        if recalibrate_for_hybrid(trained, datasets, config, target):
+            print(
+                "  calibrated as the hybrid: the config's cascade replayed on the recorded answers",
+                file=sys.stderr,
+            )
     path = write_artefact(args.out, trained.meta, trained.arrays)
     meta = trained.meta
     print(

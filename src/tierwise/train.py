@@ -97,6 +97,7 @@ class Trained:
     meta: dict[str, Any]
     arrays: dict[str, np.ndarray]
     oof_quality: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))
+    texts: list[str] = field(repr=False, default_factory=list)  # the prompt text of each oof_quality row
 
 
 def _sklearn() -> Any:
@@ -504,4 +505,4 @@ def train_router(
             "chosen_oof_cpt_50": comparison[best[1]]["cpt_50"],
         },
     }
-    return Trained(meta, arrays, oof)
+    return Trained(meta, arrays, oof, ts.texts)

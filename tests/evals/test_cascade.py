@@ -13,7 +13,7 @@ import yaml
 
 from tests.harness import run_cli
 from tierwise.config import parse_config
-from tierwise.evals.cascade import combine_with_scores, replay_cascade
+from tierwise.evals.cascade import replay_cascade
 from tierwise.evals.datasets import load_dataset, load_generic
 from tierwise.evals.fleet import fleet_from_config
 from tierwise.evals.policies import RulesPolicy
@@ -164,19 +164,6 @@ def test_a_cascade_limited_to_other_tiers_does_not_run(tmp_path: Path) -> None:
     fleet = _fleet(dataset, tiers=["execution"])
     replay = replay_cascade(PolicyEngine(fleet.config), dataset, fleet, matrices(dataset, fleet))
     assert replay.choice.tolist() == [0, 0, 0] and not replay.verified.any()
-
-
-def test_combine_with_scores_sends_high_scores_straight_to_the_strongest(tmp_path: Path) -> None:
-    dataset = _dataset(tmp_path)
-    fleet = _fleet(dataset)
-    data = matrices(dataset, fleet)
-    policy = RulesPolicy("mini", None)
-    policy._fleet = fleet
-    routing = policy.route(dataset, data)
-    combined = combine_with_scores(routing, np.array([0.9, 0.1, 0.5]), fleet, bins=2)
-    assert combined.choice is routing.choice and combined.sweep is not None
-    choice, extra = combined.sweep[-2]  # the top half of the kept prompts: p1 (score 0.9) goes direct
-    assert choice[0] == fleet.strongest and extra[0] == 0
 
 
 # -- what cannot run offline ---------------------------------------------------------------------------

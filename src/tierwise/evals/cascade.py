@@ -86,8 +86,14 @@ def replay_cascade(
     data: Matrices,
     *,
     oracle_judge: bool = False,
+    strictness_sweep: bool = True,
+    verdicts: dict[tuple[int, int, int], bool] | None = None,
 ) -> CascadeReplay:
-    """Decide every prompt, verify recorded answers where the decision cascades, and sweep strictness."""
+    """Decide every prompt, verify recorded answers where the decision cascades, and sweep strictness
+    (``strictness_sweep=False``: only the configured cascade, its ``sweep`` that one point).
+
+    ``verdicts`` keeps the offline verifiers' verdicts (verifier, prompt, model) across replays of the
+    same dataset and cascade, which then verify each recorded answer once."""
     started = time.perf_counter()
     config = fleet.config
     cascade = config.policy.cascade
@@ -117,7 +123,7 @@ def replay_cascade(
 
     unavailable: dict[str, str] = {}
     steps: list[_Step] = []
-    memo: dict[tuple[int, int, int], bool] = {}
+    memo = {} if verdicts is None else verdicts
     for k, verifier in enumerate(verifiers):
         if not has_answers:
             unavailable[verifier.name] = f"{dataset.name} records no answers to verify"
@@ -166,8 +172,12 @@ def replay_cascade(
         return choice, extra
 
     configured = [(step, _strictness(step.verifier)) for step in steps]
-    sweep: list[tuple[str, np.ndarray, np.ndarray]] = [("no verifier", *walk([]))]
-    for k, step in enumerate(steps):
+    sweep: list[tuple[str, np.ndarray, np.ndarray]] = []
+    if not strictness_sweep:
+        sweep.append(("configured", *walk(configured)))
+    else:
+        sweep.append(("no verifier", *walk([])))
+    for k, step in enumerate(steps if strictness_sweep else ()):
         for strictness in _variants(step, oracle_judge):
             label = f"+{step.verifier.name}" + (f" ≥ {strictness:g}" if strictness is not None else "")
             sweep.append((label, *walk([*configured[:k], (step, strictness)])))
@@ -344,34 +354,4 @@ def cascade_routing(
         details={"cascade": summary(replay, data, fleet, oracle_judge=oracle_judge)},
         extra_cost=replay.extra_cost,
         sweep=[(choice, extra) for _, choice, extra in replay.sweep],
-    )
-
-
-def combine_with_scores(cascade: Routing, scores: np.ndarray, fleet: EvalFleet, *, bins: int = 10) -> Routing:
-    """A score policy in front of the cascade — what the gateway runs with a learned router and
-    ``cascade.when: always``: a prompt whose score clears the threshold goes straight to the strongest
-    model (no cheap call, no verification); every other prompt is answered by the cascade.
-
-    ``scores`` must be out of sample (e.g. the learned router's out-of-fold scores). The curve: the
-    cascade's own strictness sweep, then thresholds at the ``bins``-quantiles of the scores of the prompts
-    the cascade keeps from the strongest, highest first. The operating point stays the cascade's.
-    """
-    assert cascade.choice is not None and cascade.extra_cost is not None
-    strong = fleet.strongest
-    kept = cascade.choice != strong
-    sweep = list(cascade.sweep or [(cascade.choice, cascade.extra_cost)])
-    if kept.any():
-        for threshold in np.quantile(scores[kept], np.linspace(1, 0, bins + 1))[1:]:
-            direct = scores >= threshold
-            sweep.append(
-                (np.where(direct, strong, cascade.choice), np.where(direct, 0.0, cascade.extra_cost))
-            )
-    details = dict(cascade.details or {})
-    details["combined_with_scores"] = f"score thresholds at {bins}-quantiles of the prompts the cascade keeps"
-    return Routing(
-        choice=cascade.choice,
-        version=cascade.version,
-        details=details,
-        extra_cost=cascade.extra_cost,
-        sweep=sweep,
     )

@@ -138,6 +138,8 @@ class LearnedPolicy:
         by_price = sorted(range(len(fleet.models)), key=lambda j: (_price(fleet, j), j != fleet.strongest))
         ranked = quality[:, by_price]
         reference = by_price.index(fleet.strongest)
+        if self._config is not None and fleet.config.policy.cascade is not None:
+            return self._hybrid(trained, dataset, data, fleet, threshold, details)
         if len(fleet.models) == 2:
             gap = gap_scores(ranked, reference, 0 if reference == 1 else 1)
             scores = 1.0 / (1.0 + np.exp(-(gap - threshold) / _SQUASH))
@@ -147,6 +149,47 @@ class LearnedPolicy:
         details["sweep"] = _sweep(ranked, by_price, reference, data, fleet)
         self.runs.append({"ids": [p.id for p in dataset.prompts], "choice": chosen, "details": details})
         return Routing(choice=chosen, version=f"learned-{meta['family']}", details=details)
+
+    def _hybrid(
+        self,
+        trained: Trained,
+        dataset: EvalDataset,
+        data: Matrices,
+        fleet: EvalFleet,
+        threshold: float,
+        details: dict[str, Any],
+    ) -> Routing:
+        """The config's whole hybrid, as the gateway runs it (``evals/hybrid.py``): the threshold is
+        recalibrated for the hybrid on the training prompts, then the test prompts are replayed."""
+        from .cascade import summary
+        from .hybrid import hybrid_routing, recalibrate_for_hybrid
+
+        sets = ([self._fold] if self._fold is not None and len(self._fold) else []) + self.train_sets
+        details = dict(details)
+        if recalibrate_for_hybrid(trained, sets, fleet.config, self._target):
+            threshold = float(trained.meta["default_threshold"])
+            details["threshold"] = threshold
+            details["calibration_of"] = trained.meta["calibration_of"]
+        else:
+            details["calibration_of"] = "the learned router alone: no training set records answers"
+        at_target, sweep = hybrid_routing(trained, self._embeddings(), dataset, fleet, data, threshold)
+        details["cascade"] = summary(at_target, data, fleet, oracle_judge=False)
+        self.runs.append(
+            {
+                "ids": [p.id for p in dataset.prompts],
+                "choice": at_target.choice,
+                "extra_cost": at_target.extra_cost,
+                "sweep": sweep,
+                "details": details,
+            }
+        )
+        return Routing(
+            choice=at_target.choice,
+            version=f"learned-{trained.meta['family']}+cascade",
+            details=details,
+            extra_cost=at_target.extra_cost,
+            sweep=sweep,
+        )
 
 
 def _price(fleet: EvalFleet, j: int) -> float:
@@ -211,7 +254,27 @@ def pooled_report(
     data = matrices(dataset.subset(list(rows)), fleet)
     weak, strong = data.scores[:, fleet.cheapest], data.scores[:, fleet.strongest]
     out: dict[str, Any] = {"prompts": len(rows), "bootstrap": n_boot, "seed": seed}
-    if all("scores" in run for run in policy.runs):
+    if all(
+        "sweep" in run for run in policy.runs
+    ):  # the hybrid: point k of the pooled curve pools each fold's
+        from .run import summarise
+
+        pooled = Routing(
+            choice=np.concatenate([run["choice"] for run in policy.runs]),
+            extra_cost=np.concatenate([run["extra_cost"] for run in policy.runs]),
+            sweep=[
+                (np.concatenate([c for c, _ in points]), np.concatenate([e for _, e in points]))
+                for points in zip(*(run["sweep"] for run in policy.runs), strict=True)
+            ],
+        )
+        summary = summarise(pooled, fleet, data, n_boot=n_boot, seed=seed)
+        keys = ("apgr", "cpt_50", "quality", "cost_per_1k_usd", "strong_share")
+        out.update({k: summary[k] for k in keys})
+        ci = summary.get("ci95", {})
+        if ci:
+            out["ci95"] = {k: v for k, v in ci.items() if k in ("apgr", "cpt_50", "quality")}
+            out["ci95"]["cost_per_1k_usd"] = [v * 1000 for v in ci["cost_usd"]]
+    elif all("scores" in run for run in policy.runs):
         scores = np.concatenate([run["scores"] for run in policy.runs])
         out["apgr"], out["cpt_50"] = pair_metrics(scores, weak, strong)
         if n_boot:

@@ -289,6 +289,20 @@ def _bootstrap(
     return {k: [float(v[0]), float(v[1])] for k, v in out.items()}
 
 
+def summarise(
+    routing: Routing, fleet: EvalFleet, data: Matrices, *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Every metric of one routing over ``data``'s prompts, with 95% bootstrap intervals — as
+    ``evaluate`` reports a policy without folds (used to pool a policy's out-of-fold routings)."""
+    ctx = _Context(fleet, data)
+    point, curves = _curves(routing, ctx)
+    ev = Evaluated(point, curves, routing)
+    out = _summary(ev, ctx)
+    if n_boot:
+        out["ci95"] = _bootstrap(ev, ctx, n_boot=n_boot, seed=seed)
+    return out
+
+
 def evaluate(
     dataset: EvalDataset,
     policies: list[EvalPolicy],
