@@ -161,6 +161,15 @@ def test_policy_version_changes_with_policy() -> None:
     assert parse_config(copy.deepcopy(BASE)).policy_version() == a
 
 
+def test_policy_version_is_the_same_in_every_checkout() -> None:
+    """The learned artefact's path is resolved per checkout; the engine adds the artefact's content hash."""
+    here = with_change("policy.learned", {"artefact": "/srv/a/router.npz", "uncertain_band": 0.05})
+    there = with_change("policy.learned", {"artefact": "/home/b/router.npz", "uncertain_band": 0.05})
+    wider = with_change("policy.learned", {"artefact": "/srv/a/router.npz", "uncertain_band": 0.1})
+    assert parse_config(here).policy_version() == parse_config(there).policy_version()
+    assert parse_config(here).policy_version() != parse_config(wider).policy_version()
+
+
 @pytest.mark.parametrize("name", ["tierwise.yaml", "demo.yaml"])
 def test_shipped_examples_validate(name: str) -> None:
     config = load_config(ROOT / "examples" / name)

@@ -383,10 +383,12 @@ class Config(_Frozen):
         return self.models[-1]
 
     def policy_version(self) -> str:
-        """A short hash of everything that changes routing: the policy and the fleet."""
+        """A short hash of everything that changes routing: the policy and the fleet. The learned
+        router's artefact is left out by path (resolved, so it differs between checkouts): the engine
+        appends the artefact's own content hash."""
         payload = {
             "tiers": list(self.tiers),
-            "policy": self.policy.model_dump(mode="json"),
+            "policy": self.policy.model_dump(mode="json", exclude={"learned": {"artefact"}}),
             "models": [m.model_dump(mode="json") for m in self.models],
         }
         return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
