@@ -174,3 +174,14 @@ def test_policy_version_is_the_same_in_every_checkout() -> None:
 def test_shipped_examples_validate(name: str) -> None:
     config = load_config(ROOT / "examples" / name)
     assert config.models
+
+
+def test_a_list_with_a_bad_item_reports_the_item_not_an_empty_list() -> None:
+    bad = with_change("policy.cascade", {"verifiers": [{"kind": "bogus"}]})
+    with pytest.raises(ConfigError) as caught:
+        parse_config(bad)
+    message = str(caught.value)
+    assert "policy.cascade.verifiers[0].kind: must be one of" in message
+    assert "must not be empty" not in message
+    with pytest.raises(ConfigError, match=r"policy.cascade.verifiers: must not be empty"):
+        parse_config(with_change("policy.cascade", {"verifiers": []}))

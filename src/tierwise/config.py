@@ -433,7 +433,13 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 def _format(exc: ValidationError, source: str) -> str:
     lines = []
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for error in errors:
+        if error["type"] == "too_short" and any(
+            other["loc"][: len(error["loc"])] == error["loc"] and len(other["loc"]) > len(error["loc"])
+            for other in errors
+        ):
+            continue  # a list whose items failed is "too short" of valid items: the items' errors say why
         where = _path(error["loc"])
         message = _describe(error)
         if error["type"] == "value_error" and ("\n" in message or re.match(r"^[^\s:]+: ", message)):
