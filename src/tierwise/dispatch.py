@@ -17,7 +17,7 @@ why, and the next model of the chain answers — at most ``cascade.max_escalatio
 the model reached after the last permitted escalation (or of the chain's last model) is returned
 unverified: nothing is left to escalate to, and a judge's verdict nobody can act on is money spent for
 a log line. Provider failures of a verified model fall back as usual and are not escalations. Agreement
-draws ``samples - 1`` more answers of the same model (``purpose="sample"``, charged); the judge asks
+draws ``samples - 1`` more answers of the same model at once (``purpose="sample"``, charged); the judge asks
 the review model (``purpose="judge"``, charged, bounded by the verifier's ``timeout_s``); a failed or
 unparseable sample or judge call rejects the answer — when unsure, escalate. Checks that need no call
 run first, so a schema failure never pays for a judge.
@@ -401,13 +401,12 @@ class Dispatcher:
         """Run the verifiers in order; the first rejection decides."""
         for verifier in self._verifiers:
             extra: Any = None
-            if verifier.needs == "sample":
-                extra = []
-                for _ in range(verifier.config.samples - 1):
-                    sample = await self._sample(model, body, verifier, outcome, request_id)
-                    extra.append(sample)
-                    if sample is None:
-                        break
+            if verifier.needs == "sample":  # drawn concurrently: the wait is one sample's, not the sum
+                draws = (
+                    self._sample(model, body, verifier, outcome, request_id)
+                    for _ in range(verifier.config.samples - 1)
+                )
+                extra = list(await asyncio.gather(*draws))
             elif verifier.needs == "judge":
                 assert isinstance(verifier, JudgeVerifier)
                 extra = await self._judge(verifier, body, completion, outcome, request_id)

@@ -238,6 +238,23 @@ def test_agreement_draws_a_charged_sample(tmp_path: Path) -> None:
         stack.close()
 
 
+def test_agreement_samples_are_drawn_at_once(tmp_path: Path) -> None:
+    stack = _stack(tmp_path, {"kind": "agreement", "samples": 4})
+    try:
+        stack.upstreams["cheap"].reply = "The answer is 42."
+        stack.upstreams["cheap"].delay_s = 0.5
+        with _client(stack) as client:
+            raw = client.chat.completions.with_raw_response.create(model="auto", messages=ASK)
+        assert raw.headers["x-tierwise-model"] == "draft-1"
+        row = stack.rows()[-1]
+        samples = [a for a in row.attempts if a.purpose == "sample"]
+        assert len(samples) == 3 and all(a.status == "ok" and a.cost_usd > 0 for a in samples)
+        # The answer, then three samples: 2.0 s one after another, 1.0 s with the samples together.
+        assert row.latency_ms < 1600
+    finally:
+        stack.close()
+
+
 def test_a_failed_sample_escalates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sample that cannot be drawn leaves agreement unchecked: escalate, conservatively."""
     original = FakeUpstream._openai
