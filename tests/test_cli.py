@@ -43,3 +43,19 @@ def test_report_on_empty_and_missing_ledger(tmp_path: Path) -> None:
     result = run_cli("report", "--ledger", f"sqlite:///{tmp_path}/none.db", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["requests"] == 0
+
+
+def test_route_explain_says_when_the_classifier_would_be_asked(tmp_path: Path) -> None:
+    config = tmp_path / "classified.yaml"
+    config.write_text(
+        Path(EXAMPLE).read_text().replace("policy:\n", "policy:\n  classifier: {model: deepseek-v4-pro}\n", 1)
+    )
+    chat = run_cli("route", "--config", str(config), "--explain", "hey, I had the strangest dream last night")
+    assert chat.returncode == 0, chat.stderr
+    assert "layer    default" in chat.stdout
+    assert "classify deepseek-v4-pro would be asked which tier this needs (not asked here)" in chat.stdout
+    asked = run_cli("route", "--config", str(config), "--explain", "hey", "--json")
+    assert json.loads(asked.stdout)["classifier_asked"] == "deepseek-v4-pro"
+    # A rule decided: the gateway would not ask.
+    ruled = run_cli("route", "--config", str(config), "--explain", "hi", "--risk", "critical", "--json")
+    assert json.loads(ruled.stdout)["classifier_asked"] is None

@@ -87,8 +87,12 @@ def _route(args: argparse.Namespace) -> int:
     }
     features = extract_features(body, parse_hints(headers, None))
     decision = engine.decide(features, model=args.model)
+    # The gateway asks the classifier only where the default decided; --explain calls nothing.
+    classifier = config.policy.classifier
+    asks = classifier.model if classifier is not None and decision.layer == "default" else None
     if args.json:
-        print(json.dumps({"features": features.to_log(), "decision": decision.to_log()}, indent=2))
+        shown = {"features": features.to_log(), "decision": decision.to_log(), "classifier_asked": asks}
+        print(json.dumps(shown, indent=2))
         return 0
     first = config.model(decision.chain[0])
     print(
@@ -103,6 +107,10 @@ def _route(args: argparse.Namespace) -> int:
         assert cascade is not None
         names = ", ".join(v.name or v.kind for v in cascade.verifiers)
         print(f"cascade  {first.name}'s answer is verified ({names}) before it is returned")
+    if asks is not None:
+        print(
+            f"classify {asks} would be asked which tier this needs (not asked here); the above if it fails"
+        )
     shown = {k: v for k, v in features.to_log().items() if v not in (None, False)}
     print("features " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return 0
