@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import Attempt, Ledger, LedgerRow
+from .base import Attempt, Feedback, Ledger, LedgerRow
 from .null import NullLedger
 from .sqlite import SqliteLedger
 
-__all__ = ["Attempt", "Ledger", "LedgerRow", "NullLedger", "SqliteLedger", "open_ledger"]
+__all__ = ["Attempt", "Feedback", "Ledger", "LedgerRow", "NullLedger", "SqliteLedger", "open_ledger"]
 
 
 def open_ledger(url: str, *, queue_size: int = 10000) -> Ledger:

@@ -1,7 +1,8 @@
 """What the ledger stores and the interface every ledger backend implements.
 
-One row per request: what was asked (features, never the prompt or any key), what was decided and
-why, every attempt, and what it cost against the always-strongest counterfactual. Rows are written
+One row per request: what was asked (features, never any key; the prompt itself only when
+``storage.capture_prompts`` is on), what was decided and why, every attempt, and what it cost against
+the always-strongest counterfactual; and callers' feedback on answers, by request id. Rows are written
 off the hot path: ``record`` enqueues onto a bounded queue and only waits when the queue is full
 (back-pressure, never loss); ``close`` flushes everything accepted.
 """
@@ -29,6 +30,7 @@ class Attempt:
     retry: int = 0  # 0 for the first try of this model
     # "answer", "judge" (a cascade's review model), "sample" (agreement), "classifier"
     purpose: str = "answer"
+    verified: bool = False  # an answer the cascade's verifiers checked and accepted
 
 
 @dataclass(slots=True)
@@ -53,6 +55,19 @@ class LedgerRow:
     error: str | None = None
     key_id: str | None = None  # the virtual key's name, never the key
     attempts: list[Attempt] = field(default_factory=list)
+    # The request's messages, kept only with ``storage.capture_prompts`` (to train the learned router
+    # on the gateway's own traffic); None otherwise.
+    prompt: list[dict[str, Any]] | None = None
+
+
+@dataclass(slots=True)
+class Feedback:
+    """A caller's grade of the answer one request got (``POST /v1/feedback``, ``Router.feedback``)."""
+
+    request_id: str
+    score: float  # 0..1: 1 = the answer was good enough
+    ts: float  # unix seconds when the feedback arrived
+    comment: str | None = None
 
 
 class Ledger(Protocol):
@@ -76,3 +91,14 @@ class Ledger(Protocol):
         ...
 
     async def count(self) -> int: ...
+
+    async def get(self, request_id: str) -> LedgerRow | None:
+        """The row of one request, if it has been written (``flush`` first to see queued rows)."""
+        ...
+
+    async def record_feedback(self, feedback: Feedback) -> None:
+        """Store one feedback, durably when this returns (not through the write-behind queue)."""
+
+    async def fetch_feedback(self, *, since: float | None = None) -> list[Feedback]:
+        """Every feedback in arrival order, optionally only those at or after ``since``."""
+        ...
