@@ -9,8 +9,13 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, TierwiseError
+
+if TYPE_CHECKING:  # the commands import what they need when they run: `tierwise --help` stays fast
+    from .config import Config
+    from .evals.records import EvalDataset
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -108,9 +113,7 @@ def _route(args: argparse.Namespace) -> int:
         names = ", ".join(v.name or v.kind for v in cascade.verifiers)
         print(f"cascade  {first.name}'s answer is verified ({names}) before it is returned")
     if asks is not None:
-        print(
-            f"classify {asks} would be asked which tier this needs (not asked here); the above if it fails"
-        )
+        print(f"classify {asks} would be asked which tier this needs (not asked here); the above if it fails")
     shown = {k: v for k, v in features.to_log().items() if v not in (None, False)}
     print("features " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return 0
@@ -224,6 +227,30 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger_training_set(args: argparse.Namespace, config: Config | None) -> EvalDataset:
+    """The labelled prompts of a ledger (``evals/ledger_data.py``), with what was found said on stderr."""
+    from .evals.ledger_data import load_ledger_dataset
+
+    if args.ledger == "config":
+        if config is None:
+            raise ConfigError("tierwise train: --ledger without a URL reads the --config's storage.ledger")
+        url = config.storage.ledger
+    else:
+        url = args.ledger
+    if config is None:
+        raise ConfigError("tierwise train: --ledger needs --config: the ledger names the fleet's models")
+    dataset, counts = asyncio.run(load_ledger_dataset(url, since=args.since))
+    print(f"  {_safe_url(url)}: {counts.describe()}", file=sys.stderr, flush=True)
+    if not len(dataset):
+        hint = (
+            "turn on storage.capture_prompts so rows keep their prompt"
+            if counts.with_prompt == 0
+            else "send feedback (POST /v1/feedback) or configure a cascade, so answers get labels"
+        )
+        raise ConfigError(f"tierwise train: the ledger has no labelled prompt to train on: {hint}")
+    return dataset
+
+
 def _candidates(families: str) -> tuple:
     """The learned router's candidates of the named families (``--families linear,knn``)."""
     from .train import CANDIDATES
@@ -245,10 +272,14 @@ def _train(args: argparse.Namespace) -> int:
     from .evals.fleet import default_fleet
     from .train import CANDIDATES, FleetModel, train_router
 
-    names = [n for value in args.data for n in value.split(",") if n]
+    names = [n for value in args.data or () for n in value.split(",") if n]
+    if not names and not args.ledger:
+        raise ConfigError("tierwise train: give training data: --data NAME_OR_PATH and/or --ledger [URL]")
     datasets = [load_dataset(n, data_dir=args.data_dir) for n in names]
-    if args.config:
-        config = load_config(args.config)
+    config = load_config(args.config) if args.config else None
+    if args.ledger:
+        datasets.append(_ledger_training_set(args, config))
+    if config is not None:
         models = [
             FleetModel(m.name, m.price.input_per_mtok, m.price.output_per_mtok, m.upstream)
             for m in config.models
@@ -283,7 +314,7 @@ def _train(args: argparse.Namespace) -> int:
         default_target=target,
         progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
     )
-    if args.config and config.policy.cascade is not None:
+    if config is not None and config.policy.cascade is not None:
         from .evals.hybrid import recalibrate_for_hybrid
 
         target = trained.meta["default_target"]
@@ -382,11 +413,20 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a learned-router artefact from labelled prompts")
     train.add_argument(
         "--data",
-        required=True,
         action="append",
         metavar="NAME_OR_PATH[,…]",
         help="training datasets: a load_dataset name or a generic-format file; repeatable or a comma list",
     )
+    train.add_argument(
+        "--ledger",
+        nargs="?",
+        const="config",
+        metavar="URL",
+        help="also train on the gateway's own traffic: ledger rows with their prompt "
+        "(storage.capture_prompts) joined with feedback and cascade verdicts; without URL, the "
+        "--config's storage.ledger",
+    )
+    train.add_argument("--since", type=float, help="with --ledger: only rows at or after this unix time")
     train.add_argument("--data-dir", help="read the named datasets' original files from here")
     train.add_argument(
         "--config",

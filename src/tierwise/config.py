@@ -245,9 +245,14 @@ class PolicyConfig(_Frozen):
 
 
 class StorageConfig(_Frozen):
+    """Where the ledger and shared state live. ``capture_prompts`` keeps each request's messages in
+    its ledger row — off by default: turn it on to retrain the learned router on your own traffic
+    (``tierwise train --ledger``), knowing the ledger then holds what your users sent."""
+
     ledger: str = "sqlite:///./tierwise.db"
     state: str = "memory://"
     ledger_queue: int = Field(default=10_000, ge=1)
+    capture_prompts: bool = False
 
     @field_validator("ledger")
     @classmethod

@@ -291,6 +291,7 @@ class Dispatcher:
             completion, attempt = answered
             verdict = await self._verify(model, body, completion.body, outcome, request_id)
             if verdict.accept:
+                attempt.verified = True  # a label for training: this model's answer passed the checks
                 outcome.model, outcome.usage, outcome.status = model, completion.usage, "ok"
                 return completion, []
             self._reject(model, attempt, verdict, outcome)
@@ -318,6 +319,7 @@ class Dispatcher:
             completion = completion_from_chunks([chunk.data for chunk in chunks])
             verdict = await self._verify(model, body, completion, outcome, request_id)
             if verdict.accept:
+                attempt.verified = True
                 outcome.model, outcome.usage, outcome.status = model, usage, "ok"
                 return chunks, []
             self._reject(model, attempt, verdict, outcome)

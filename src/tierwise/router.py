@@ -28,11 +28,11 @@ from .dispatch import Dispatcher, Outcome
 from .errors import ChainExhausted, ProviderError, RequestError, TierwiseError
 from .features import Features, extract_features, parse_hints, validate_hints
 from .http import HttpPool
-from .ledger import Ledger, LedgerRow, open_ledger
+from .ledger import Feedback, Ledger, LedgerRow, NullLedger, open_ledger
 from .policy.engine import Decision, PolicyEngine
 from .providers import Chunk, Provider, build_provider
 from .state import State, open_state
-from .validation import validate_chat_body
+from .validation import validate_chat_body, validate_feedback_body
 
 T = TypeVar("T")
 
@@ -165,6 +165,7 @@ class Router:
             TierClassifier(config, self.providers) if config.policy.classifier is not None else None
         )
         self._counterfactual = config.counterfactual()
+        self._capture_prompts = config.storage.capture_prompts
         self._started = False
         self._closed = False
         self._sync: _SyncRunner | None = None
@@ -369,9 +370,37 @@ class Router:
             error=error,
             key_id=req.key_id,
             attempts=outcome.attempts,
+            prompt=req.body.get("messages") if self._capture_prompts else None,
         )
         await self.ledger.record(row)
         return row
+
+    # -- feedback --
+
+    async def afeedback(self, request_id: str, score: float, *, comment: str | None = None) -> Feedback:
+        """Record how good the answer of request ``request_id`` (its ``x-tierwise-request-id``) was:
+        ``score`` 0 (not good enough) to 1. Stored in the ledger beside the request, it is a label
+        ``tierwise train --ledger`` learns from. Raises RequestError: a bad field (400), no ledger
+        (400) or no such request (404)."""
+        request_id, score, comment = validate_feedback_body(
+            {"request_id": request_id, "score": score, "comment": comment}
+        )
+        if isinstance(self.ledger, NullLedger):
+            raise RequestError("feedback needs a ledger to keep it: storage.ledger is none", status=400)
+        if not self._started:
+            await self.start()
+        if await self.ledger.get(request_id) is None:
+            await self.ledger.flush()  # the row may still be in the write-behind queue
+            if await self.ledger.get(request_id) is None:
+                raise RequestError(
+                    f"request_id: no request {request_id!r} in the ledger",
+                    param="request_id",
+                    status=404,
+                    code="request_not_found",
+                )
+        feedback = Feedback(request_id=request_id, score=score, ts=time.time(), comment=comment)
+        await self.ledger.record_feedback(feedback)
+        return feedback
 
     # -- in-process API --
 
@@ -416,6 +445,10 @@ class Router:
         """Synchronous :meth:`acomplete`. The router then runs on a private event-loop thread; close it
         with :meth:`close` (or use it as a context manager) so the ledger is flushed."""
         return self._runner().run(self.acomplete(messages, **kwargs))
+
+    def feedback(self, request_id: str, score: float, *, comment: str | None = None) -> Feedback:
+        """Synchronous :meth:`afeedback`, for routers used through :meth:`complete`."""
+        return self._runner().run(self.afeedback(request_id, score, comment=comment))
 
     def close(self) -> None:
         """Synchronous :meth:`aclose`, for routers used through :meth:`complete`."""

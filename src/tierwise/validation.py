@@ -81,3 +81,30 @@ def validate_chat_body(body: Any) -> dict[str, Any]:
     if stream_options is not None and not isinstance(stream_options, dict):
         raise _fail("stream_options", "must be an object")
     return body
+
+
+FEEDBACK_COMMENT_CHARS = 2000
+_REQUEST_ID_CHARS = 200
+
+
+def validate_feedback_body(body: Any) -> tuple[str, float, str | None]:
+    """``(request_id, score, comment)`` of a feedback body, or RequestError naming the bad field."""
+    if not isinstance(body, dict):
+        raise RequestError("request body: must be a JSON object", param=None)
+    unknown = sorted(set(body) - {"request_id", "score", "comment"})
+    if unknown:
+        raise _fail(unknown[0], "unknown field; expected request_id, score and optionally comment")
+    request_id = body.get("request_id")
+    if request_id is None:
+        raise _fail("request_id", "required: the x-tierwise-request-id of the answer you grade")
+    if not isinstance(request_id, str) or not request_id or len(request_id) > _REQUEST_ID_CHARS:
+        raise _fail("request_id", f"must be a non-empty string of at most {_REQUEST_ID_CHARS} characters")
+    score = body.get("score")
+    if score is None:
+        raise _fail("score", "required: 0 (the answer was not good enough) to 1 (it was)")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+        raise _fail("score", f"must be a number from 0 to 1, got {score!r}")
+    comment = body.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > FEEDBACK_COMMENT_CHARS):
+        raise _fail("comment", f"must be a string of at most {FEEDBACK_COMMENT_CHARS} characters")
+    return request_id, float(score), comment

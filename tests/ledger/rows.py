@@ -1,10 +1,23 @@
-"""Ledger rows for tests: every field set, with None fields and attempts varying by index."""
+"""Ledger rows for tests: every field set, with None fields, attempts and prompts varying by index."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from tierwise.ledger import Attempt, LedgerRow
 
 T0 = 1_760_000_000.0
+
+
+def make_prompt(i: int) -> list[dict[str, Any]] | None:
+    """No prompt (not captured) for every third row; otherwise messages, some with a system turn and
+    non-ASCII text."""
+    if i % 3 == 2:
+        return None
+    messages: list[dict[str, Any]] = [{"role": "user", "content": f"question {i}"}]
+    if i % 4 == 0:
+        messages.insert(0, {"role": "system", "content": "réponds en français — 简洁 🙂"})
+    return messages
 
 
 def make_row(i: int, *, prefix: str = "req") -> LedgerRow:
@@ -22,11 +35,14 @@ def make_row(i: int, *, prefix: str = "req") -> LedgerRow:
             http_status=200 if ok else None,
             error=None if ok else "cheap-a: no answer within 30 s",
             retry=0,
+            verified=ok and i % 2 == 0,
         )
     ]
     if not ok:
         attempts.append(
-            Attempt(model="strong-b", provider="anthropic", status="ok", latency_ms=900.0, retry=1)
+            Attempt(
+                model="strong-b", provider="anthropic", status="ok", latency_ms=900.0, retry=1, verified=True
+            )
         )
     return LedgerRow(
         id=f"{prefix}-{i:06d}",
@@ -53,6 +69,7 @@ def make_row(i: int, *, prefix: str = "req") -> LedgerRow:
         error=None if ok else "cheap-a: UpstreamTimeout",
         key_id=None if i % 7 == 0 else "team-a",
         attempts=attempts,
+        prompt=make_prompt(i),
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tierwise.errors import ConfigError
-from tierwise.ledger import NullLedger, SqliteLedger, open_ledger
+from tierwise.ledger import Feedback, NullLedger, SqliteLedger, open_ledger
 
 from .rows import make_row
 
@@ -63,9 +63,16 @@ async def test_none_keeps_nothing() -> None:
     await ledger.flush()
     assert await ledger.count() == 0
     assert await ledger.fetch() == []
+    assert await ledger.get(make_row(1).id) is None
+    # Feedback is refused out loud, never dropped silently.
+    with pytest.raises(RuntimeError, match=r"^the none ledger keeps no feedback$"):
+        await ledger.record_feedback(Feedback(request_id=make_row(1).id, score=1.0, ts=0.0))
+    assert await ledger.fetch_feedback() == []
     await ledger.close()
     with pytest.raises(RuntimeError, match="ledger is closed"):
         await ledger.record(make_row(2))
+    with pytest.raises(RuntimeError, match="ledger is closed"):
+        await ledger.record_feedback(Feedback(request_id="x", score=0.0, ts=0.0))
 
 
 def test_importing_tierwise_does_not_import_the_optional_drivers() -> None:

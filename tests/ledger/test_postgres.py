@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -11,10 +12,10 @@ import pytest
 
 asyncpg = pytest.importorskip("asyncpg", reason="the PostgreSQL ledger needs asyncpg")
 
-from tierwise.ledger import LedgerRow, open_ledger  # noqa: E402
+from tierwise.ledger import Attempt, Feedback, LedgerRow, open_ledger  # noqa: E402
 from tierwise.ledger.postgres import PostgresLedger  # noqa: E402
 
-from .rows import make_row, make_rows  # noqa: E402
+from .rows import T0, make_row, make_rows  # noqa: E402
 
 URL = os.environ.get("TIERWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -38,7 +39,10 @@ async def table() -> AsyncIterator[str]:
     yield name
     conn = await asyncpg.connect(URL, timeout=5)
     try:
-        await conn.execute(f'DROP TABLE IF EXISTS "{name}"; DROP TABLE IF EXISTS "{name}_schema_version"')
+        await conn.execute(
+            f'DROP TABLE IF EXISTS "{name}"; DROP TABLE IF EXISTS "{name}_schema_version"; '
+            f'DROP TABLE IF EXISTS "{name}_feedback"'
+        )
     finally:
         await conn.close()
 
@@ -180,3 +184,276 @@ async def test_reads_before_start_are_refused() -> None:
 def test_table_name_must_be_an_identifier(name: str) -> None:
     with pytest.raises(ValueError, match="table name"):
         PostgresLedger(URL, table=name)
+
+
+async def test_prompts_and_verified_round_trip_exactly(table: str) -> None:
+    ledger = PostgresLedger(URL, table=table)
+    await ledger.start()
+    rows = [make_row(i) for i in range(4)]
+    rows[0].prompt = None
+    rows[1].prompt = []
+    rows[2].prompt = [
+        {"role": "system", "content": 'Antworte kurz. 日本語も可 — \u00e9 \U0001f600 \\ " \n\t'},
+        {"role": "user", "content": [{"type": "text", "text": "what is 2+2?"}], "name": "ünïcode"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {"arguments": "{}"}}]},
+    ]
+    rows[3].attempts = [
+        Attempt(model="cheap-a", provider="openai", status="ok", verified=True),
+        Attempt(model="judge", provider="openai", status="ok", purpose="judge"),
+    ]
+    for row in rows:
+        await ledger.record(row)
+    await ledger.flush()
+    stored = await ledger.fetch()
+    assert stored == rows
+    assert stored[0].prompt is None
+    assert [a.verified for a in stored[3].attempts] == [True, False]
+    async with ledger._acquire() as conn:  # not captured is SQL NULL, not the JSON null
+        assert await conn.fetchval(f'SELECT prompt IS NULL FROM "{table}" WHERE id = $1', rows[0].id)
+    await ledger.close()
+
+
+async def test_get_finds_a_written_row_only(table: str) -> None:
+    ledger = PostgresLedger(URL, table=table)
+    real_write = ledger._write_batch
+    gate = asyncio.Event()
+
+    async def gated_write(rows: list[LedgerRow]) -> None:
+        await gate.wait()
+        await real_write(rows)
+
+    ledger._write_batch = gated_write  # type: ignore[method-assign]
+    await ledger.start()
+    rows = make_rows(3)
+    for row in rows:
+        await ledger.record(row)
+    await asyncio.sleep(0.1)
+    assert await ledger.get(rows[1].id) is None  # still queued: get does not flush, the caller does
+    gate.set()
+    await ledger.flush()
+    assert await ledger.get(rows[1].id) == rows[1]
+    assert await ledger.get("req-999999") is None
+    assert await ledger.get("") is None
+    await ledger.close()
+
+
+async def test_feedback_is_stored_at_once_in_arrival_order(table: str) -> None:
+    ledger = PostgresLedger(URL, table=table)
+    await ledger.start()
+    given = [
+        Feedback(request_id="req-000001", score=1.0, ts=T0 + 5),
+        Feedback(request_id="req-000002", score=0.0, ts=T0 + 1, comment="wrong: it said 5 😞"),
+        Feedback(request_id="req-000001", score=0.25, ts=T0 + 3, comment="on second thought…"),
+        Feedback(request_id="req-000003", score=0.5, ts=T0 + 3),  # same ts: insertion order breaks the tie
+        Feedback(request_id="req-000001", score=1.0, ts=T0 + 5),  # an exact repeat is kept too
+    ]
+    for feedback in given:
+        await ledger.record_feedback(feedback)
+    # No flush: record_feedback does not go through the queue; another replica sees it at once.
+    reader = PostgresLedger(URL, table=table)
+    await reader.start()
+    expected = [given[1], given[2], given[3], given[0], given[4]]
+    assert await reader.fetch_feedback() == expected
+    assert await reader.fetch_feedback(since=T0 + 3) == expected[1:]
+    assert await reader.fetch_feedback(since=T0 + 100) == []
+    assert await reader.count() == 0  # feedback needs no row
+    await reader.close()
+    await ledger.close()
+
+
+async def test_feedback_needs_start_and_is_refused_after_close(table: str) -> None:
+    feedback = Feedback(request_id="req-000001", score=1.0, ts=T0)
+    ledger = PostgresLedger(URL, table=table)
+    with pytest.raises(RuntimeError, match="not started"):
+        await ledger.record_feedback(feedback)
+    await ledger.start()
+    await ledger.record_feedback(feedback)
+    await ledger.close()
+    with pytest.raises(RuntimeError, match="ledger is closed"):
+        await ledger.record_feedback(feedback)
+    reader = PostgresLedger(URL, table=table)
+    await reader.start()
+    assert await reader.fetch_feedback() == [feedback]
+    await reader.close()
+
+
+async def test_nul_characters_in_prompts_and_feedback_are_replaced_not_fatal(table: str) -> None:
+    ledger = PostgresLedger(URL, table=table)
+    await ledger.start()
+    row = make_row(1)
+    row.prompt = [{"role": "user", "content": "a\x00b", "name\x00": "x"}]
+    await ledger.record(row)
+    await ledger.record_feedback(
+        Feedback(request_id="req\x00-1", score=0.0, ts=T0, comment="bad \x00 answer")
+    )
+    await ledger.flush()
+    (stored,) = await ledger.fetch()
+    assert stored.prompt == [{"role": "user", "content": "a\ufffdb", "name\ufffd": "x"}]
+    assert await ledger.fetch_feedback() == [
+        Feedback(request_id="req\ufffd-1", score=0.0, ts=T0, comment="bad \ufffd answer")
+    ]
+    await ledger.close()
+
+
+async def test_start_does_not_wait_for_readers_when_there_is_nothing_to_migrate(table: str) -> None:
+    """Adding the prompt column needs an ACCESS EXCLUSIVE lock; an up-to-date table must not ask for it,
+    or each replica's start would queue behind (and then block everything behind itself) a long read."""
+    first = PostgresLedger(URL, table=table)
+    await first.start()
+    await first.close()
+    reader = await asyncpg.connect(URL, timeout=5)
+    try:
+        async with reader.transaction():
+            await reader.fetch(f'SELECT count(*) FROM "{table}"')  # holds ACCESS SHARE until the end
+            second = PostgresLedger(URL, table=table)
+            await asyncio.wait_for(second.start(), 10)
+            await second.close()
+    finally:
+        await reader.close()
+
+
+# The table of schema version 1, as tierwise created it before prompts and feedback (copied verbatim
+# from postgres.py at that version): the migration test starts from a table made with exactly this.
+V1_SCHEMA = """
+            CREATE TABLE IF NOT EXISTS {t} (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY,
+                id TEXT PRIMARY KEY,
+                ts DOUBLE PRECISION NOT NULL,
+                requested_model TEXT NOT NULL,
+                stream BOOLEAN NOT NULL,
+                policy_version TEXT NOT NULL,
+                status TEXT NOT NULL,
+                http_status INTEGER NOT NULL,
+                final_model TEXT,
+                tier TEXT,
+                input_tokens BIGINT NOT NULL,
+                output_tokens BIGINT NOT NULL,
+                cost_usd DOUBLE PRECISION NOT NULL,
+                counterfactual_cost_usd DOUBLE PRECISION NOT NULL,
+                latency_ms DOUBLE PRECISION NOT NULL,
+                ttft_ms DOUBLE PRECISION,
+                error TEXT,
+                key_id TEXT,
+                features JSONB NOT NULL,
+                decision JSONB NOT NULL,
+                attempts JSONB NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS "{table}_ts" ON {t} (ts);
+            CREATE TABLE IF NOT EXISTS "{table}_schema_version" (version INTEGER NOT NULL);
+            INSERT INTO "{table}_schema_version" (version)
+                SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM "{table}_schema_version");
+"""
+V1_COLUMNS = (
+    "id, ts, requested_model, stream, policy_version, status, http_status, final_model, tier, input_tokens,"
+    " output_tokens, cost_usd, counterfactual_cost_usd, latency_ms, ttft_ms, error, key_id, features,"
+    " decision, attempts"
+)
+
+
+def _v1_values(row: LedgerRow) -> tuple[object, ...]:
+    """A row as version 1 wrote it: no prompt, attempts without "verified"; JSON as text."""
+    attempts = [
+        {k: getattr(a, k) for k in Attempt.__dataclass_fields__ if k != "verified"} for a in row.attempts
+    ]
+    return (
+        row.id,
+        row.ts,
+        row.requested_model,
+        row.stream,
+        row.policy_version,
+        row.status,
+        row.http_status,
+        row.final_model,
+        row.tier,
+        row.input_tokens,
+        row.output_tokens,
+        row.cost_usd,
+        row.counterfactual_cost_usd,
+        row.latency_ms,
+        row.ttft_ms,
+        row.error,
+        row.key_id,
+        json.dumps(row.features),
+        json.dumps(row.decision),
+        json.dumps(attempts),
+    )
+
+
+def _as_v1(row: LedgerRow) -> LedgerRow:
+    """How a row version 1 wrote reads back now."""
+    row.prompt = None
+    for attempt in row.attempts:
+        attempt.verified = False
+    return row
+
+
+async def test_a_version_1_table_is_migrated_by_start(table: str) -> None:
+    old = _as_v1(make_row(1, prefix="old"))
+    late = _as_v1(make_row(3, prefix="late"))
+    placeholders = ", ".join(f"${i}" for i in range(1, 21))
+    # An old replica: it made the table, wrote a row, and has its COPY staging table (without prompt)
+    # on its connection before the new version migrates.
+    replica = await asyncpg.connect(URL, timeout=5)
+    try:
+        await replica.execute(V1_SCHEMA.format(t=f'"{table}"', table=table))
+        await replica.execute(
+            f'INSERT INTO "{table}" ({V1_COLUMNS}) VALUES ({placeholders})', *_v1_values(old)
+        )
+        staging = f"{table}_incoming"
+        await replica.execute(
+            f'CREATE TEMPORARY TABLE "{staging}" ON COMMIT DELETE ROWS '
+            f'AS SELECT {V1_COLUMNS} FROM "{table}" WITH NO DATA'
+        )
+
+        ledger = PostgresLedger(URL, table=table)
+        await ledger.start()
+        new = make_row(2)
+        new.prompt = [{"role": "user", "content": "question 2, après la migration"}]
+        await ledger.record(new)
+        await ledger.flush()
+        feedback = Feedback(request_id=old.id, score=0.0, ts=T0 + 9, comment="grading an old answer")
+        await ledger.record_feedback(feedback)
+
+        # The old replica keeps writing through its staging table after the migration.
+        async with replica.transaction():
+            await replica.execute(
+                f'INSERT INTO "{staging}" ({V1_COLUMNS}) VALUES ({placeholders})', *_v1_values(late)
+            )
+            await replica.execute(
+                f'INSERT INTO "{table}" ({V1_COLUMNS}) SELECT {V1_COLUMNS} FROM "{staging}" '
+                "ON CONFLICT (id) DO NOTHING"
+            )
+    finally:
+        await replica.close()
+
+    assert await ledger.fetch() == [old, new, late]
+    assert await ledger.get(old.id) == old
+    assert await ledger.fetch_feedback() == [feedback]
+    async with ledger._acquire() as conn:
+        assert await conn.fetchval(f'SELECT version FROM "{table}_schema_version"') == 2
+        assert await conn.fetchval(f'SELECT count(*) FROM "{table}_schema_version"') == 1
+    await ledger.close()
+
+    # Starting again (and several at once) on the migrated table changes nothing.
+    again = [PostgresLedger(URL, table=table) for _ in range(3)]
+    await asyncio.gather(*(ledger.start() for ledger in again))
+    assert await again[0].fetch() == [old, new, late]
+    assert await again[0].fetch_feedback() == [feedback]
+    await asyncio.gather(*(ledger.close() for ledger in again))
+
+
+async def test_replicas_starting_together_on_a_version_1_table_migrate_it_once(table: str) -> None:
+    conn = await asyncpg.connect(URL, timeout=5)
+    try:
+        await conn.execute(V1_SCHEMA.format(t=f'"{table}"', table=table))
+    finally:
+        await conn.close()
+    ledgers = [PostgresLedger(URL, table=table) for _ in range(4)]
+    await asyncio.gather(*(ledger.start() for ledger in ledgers))
+    for i, ledger in enumerate(ledgers):
+        await ledger.record(make_row(i))
+    await asyncio.gather(*(ledger.close() for ledger in ledgers))
+    reader = PostgresLedger(URL, table=table)
+    await reader.start()
+    assert await reader.fetch() == make_rows(4)
+    await reader.close()

@@ -1,4 +1,5 @@
-"""The HTTP gateway: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz``.
+"""The HTTP gateway: ``POST /v1/chat/completions``, ``POST /v1/feedback``, ``GET /v1/models``,
+``GET /healthz``.
 
 Thin by design: parse the body, hand it to the Router, serialize what comes back. Routing, retries
 and logging all live below; this module only knows HTTP.
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from ..errors import ProviderError, RequestError, TierwiseError
 from ..router import Router
+from ..validation import validate_feedback_body
 from .responses import (
     SSE_DONE,
     SSE_HEADERS,
@@ -107,6 +109,23 @@ async def _stream(request: web.Request, router: Router, body: dict) -> web.Strea
     return response
 
 
+async def feedback(request: web.Request) -> web.Response:
+    """``{"request_id": …, "score": 0..1, "comment"?: …}`` → the stored feedback (see Router.afeedback)."""
+    router = request.app[ROUTER_KEY]
+    body = await _read_json(request, router.config.server.max_body_bytes)
+    request_id, score, comment = validate_feedback_body(body)
+    stored = await router.afeedback(request_id, score, comment=comment)
+    return json_response(
+        {
+            "object": "feedback",
+            "request_id": stored.request_id,
+            "score": stored.score,
+            "comment": stored.comment,
+            "created": int(stored.ts),
+        }
+    )
+
+
 async def list_models(request: web.Request) -> web.Response:
     router = request.app[ROUTER_KEY]
     created = request.app[CREATED_KEY]
@@ -192,6 +211,7 @@ def create_app(router: Router, *, close_router: bool = True) -> web.Application:
     app.on_cleanup.append(on_cleanup)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_post("/v1/feedback", feedback)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     return app

@@ -1,4 +1,8 @@
-"""How a LedgerRow maps to table columns, shared by the SQLite and PostgreSQL backends."""
+"""How a LedgerRow maps to table columns, shared by the SQLite and PostgreSQL backends.
+
+The scalar fields are one column each; features, decision, attempts and the captured prompt are JSON
+columns. ``prompt`` is nullable (NULL when prompts are not captured) and was added in schema version 2.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,9 @@ SCALAR_COLUMNS: tuple[str, ...] = (
     "error",
     "key_id",
 )
-JSON_COLUMNS: tuple[str, ...] = ("features", "decision", "attempts")
+# ``prompt`` last: tables created by schema version 1 gain it with ALTER TABLE … ADD COLUMN, which
+# appends, so a migrated table and a new one have their columns in the same order.
+JSON_COLUMNS: tuple[str, ...] = ("features", "decision", "attempts", "prompt")
 COLUMNS: tuple[str, ...] = SCALAR_COLUMNS + JSON_COLUMNS
 
 _ATTEMPT_FIELDS: tuple[str, ...] = tuple(Attempt.__dataclass_fields__)
@@ -43,7 +49,7 @@ def _fallback(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    """JSON-encode a features/decision/attempts value; never raises for odd feature values."""
+    """JSON-encode a features/decision/attempts/prompt value; never raises for odd feature values."""
     return orjson.dumps(obj, default=_fallback, option=orjson.OPT_NON_STR_KEYS)
 
 
@@ -79,8 +85,9 @@ def row_values(row: LedgerRow) -> tuple[Any, ...]:
     )
 
 
-def build_row(scalars: Any, features: Any, decision: Any, attempts: Any) -> LedgerRow:
-    """Rebuild a LedgerRow from scalar values in SCALAR_COLUMNS order and decoded JSON values."""
+def build_row(scalars: Any, features: Any, decision: Any, attempts: Any, prompt: Any) -> LedgerRow:
+    """Rebuild a LedgerRow from scalar values in SCALAR_COLUMNS order and decoded JSON values; a NULL
+    prompt (not captured, or a row written before the column existed) stays None."""
     (
         id_,
         ts,
@@ -121,4 +128,5 @@ def build_row(scalars: Any, features: Any, decision: Any, attempts: Any) -> Ledg
         error=error,
         key_id=key_id,
         attempts=attempts_from_json(attempts),
+        prompt=prompt,
     )

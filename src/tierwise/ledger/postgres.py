@@ -1,4 +1,10 @@
-"""The scale-out ledger: one PostgreSQL table shared by every replica, written through asyncpg."""
+"""The scale-out ledger: one PostgreSQL table shared by every replica, written through asyncpg.
+
+Tables: ``{table}`` (one row per request; ``prompt`` JSONB holds the captured messages, NULL when
+prompts are not captured), ``{table}_feedback`` (append-only, several per request allowed) and
+``{table}_schema_version``. A version 1 schema (no ``prompt`` column, no feedback table) is migrated
+by ``start``.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,9 @@ import orjson
 
 from . import _rows
 from ._queue import WriteBehindLedger
-from .base import LedgerRow
+from .base import Feedback, LedgerRow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CONNECT_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 60.0
 
@@ -22,7 +28,9 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 
 
 class PostgresLedger(WriteBehindLedger):
-    """Ledger in the PostgreSQL table ``table`` (created if missing) plus ``{table}_schema_version``."""
+    """Ledger in the PostgreSQL table ``table`` (created if missing) plus ``{table}_feedback`` and
+    ``{table}_schema_version``. Every method but ``close`` needs ``start`` (which creates or migrates
+    the schema)."""
 
     def __init__(self, url: str, *, queue_size: int = 10000, table: str = "tierwise_requests") -> None:
         super().__init__(queue_size=queue_size)
@@ -39,6 +47,11 @@ class PostgresLedger(WriteBehindLedger):
         # Batches go in by COPY into a per-connection temporary table, then one INSERT … SELECT:
         # for 500 rows that is about 40% faster than executemany, and ON CONFLICT still applies, so a
         # retried batch whose first try did commit never duplicates its rows.
+        # The staging table copies the columns of the main table as they are when it is first created
+        # on a connection. That is always after the schema step of start(): the pool's connections
+        # are made by start() and _write_batch only runs once start() has migrated, so a staging table
+        # without ``prompt`` cannot exist in this process. (A replica still on version 1 has its own
+        # staging table without ``prompt`` and inserts only its own columns: NULL prompt. Fine.)
         self._staging = f"{table}_incoming"
         self._create_staging = (
             f'CREATE TEMPORARY TABLE IF NOT EXISTS "{self._staging}" ON COMMIT DELETE ROWS '
@@ -48,6 +61,9 @@ class PostgresLedger(WriteBehindLedger):
             f'INSERT INTO {t} ({cols}) SELECT {cols} FROM "{self._staging}" ON CONFLICT (id) DO NOTHING'
         )
         self._select = f"SELECT {', '.join(_rows.COLUMNS)} FROM {t}"
+        fb = f'"{table}_feedback"'
+        self._insert_feedback = f"INSERT INTO {fb} (request_id, ts, score, comment) VALUES ($1, $2, $3, $4)"
+        self._select_feedback = f"SELECT request_id, ts, score, comment FROM {fb}"
         self._schema = f"""
             CREATE TABLE IF NOT EXISTS {t} (
                 seq BIGINT GENERATED ALWAYS AS IDENTITY,
@@ -70,13 +86,35 @@ class PostgresLedger(WriteBehindLedger):
                 key_id TEXT,
                 features JSONB NOT NULL,
                 decision JSONB NOT NULL,
-                attempts JSONB NOT NULL
+                attempts JSONB NOT NULL,
+                prompt JSONB
             );
             CREATE INDEX IF NOT EXISTS "{table}_ts" ON {t} (ts);
+            CREATE TABLE IF NOT EXISTS {fb} (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                request_id TEXT NOT NULL,
+                ts DOUBLE PRECISION NOT NULL,
+                score DOUBLE PRECISION NOT NULL,
+                comment TEXT
+            );
+            -- "_rid", not "_request_id": with a 48-character table name that would pass PostgreSQL's
+            -- 63-byte identifier limit and be truncated (with a NOTICE on every start).
+            CREATE INDEX IF NOT EXISTS "{table}_feedback_rid" ON {fb} (request_id);
             CREATE TABLE IF NOT EXISTS "{table}_schema_version" (version INTEGER NOT NULL);
             INSERT INTO "{table}_schema_version" (version)
                 SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM "{table}_schema_version");
+            -- Never downgrades: a schema a newer version has written keeps its number.
+            UPDATE "{table}_schema_version" SET version = {SCHEMA_VERSION} WHERE version < {SCHEMA_VERSION};
         """
+        # Version 1 tables lack the column; ADD COLUMN appends it, the same place as in CREATE above.
+        # Run only when the column is missing (see _open): ALTER TABLE takes an ACCESS EXCLUSIVE lock
+        # even when IF NOT EXISTS makes it a no-op, which would stall every replica's reads and writes
+        # (behind any long report query) on each start.
+        self._add_prompt = f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS prompt JSONB"
+        self._has_prompt = (
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute"
+            " WHERE attrelid = $1::regclass AND attname = 'prompt' AND NOT attisdropped)"
+        )
 
     async def _open(self) -> None:
         try:
@@ -96,10 +134,13 @@ class PostgresLedger(WriteBehindLedger):
             raise ConnectionError(f"ledger: cannot connect to PostgreSQL at {self.where}: {reason}") from None
         try:
             async with pool.acquire() as conn, conn.transaction():
-                # Replicas starting together would race on CREATE TABLE IF NOT EXISTS (it is not
-                # atomic in PostgreSQL); a transaction-scoped advisory lock serialises them.
+                # Replicas starting together would race on CREATE TABLE IF NOT EXISTS and ADD COLUMN
+                # IF NOT EXISTS (neither is atomic in PostgreSQL); a transaction-scoped advisory lock
+                # serialises them.
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"tierwise:{self.table}")
                 await conn.execute(self._schema)
+                if not await conn.fetchval(self._has_prompt, f'"{self.table}"'):
+                    await conn.execute(self._add_prompt)
         except BaseException:
             await pool.close()
             raise
@@ -133,8 +174,36 @@ class PostgresLedger(WriteBehindLedger):
             sql += f" LIMIT ${len(params)}"
         async with self._acquire() as conn:
             records = await conn.fetch(sql, *params)
-        n = len(_rows.SCALAR_COLUMNS)
-        return [_rows.build_row(tuple(r)[:n], r["features"], r["decision"], r["attempts"]) for r in records]
+        return [_decode(r) for r in records]
+
+    async def get(self, request_id: str) -> LedgerRow | None:
+        """The row of one request, if it has been written (``flush`` first to see queued rows)."""
+        async with self._acquire() as conn:
+            record = await conn.fetchrow(f"{self._select} WHERE id = $1", _no_nul(request_id))
+        return None if record is None else _decode(record)
+
+    async def record_feedback(self, feedback: Feedback) -> None:
+        """Store one feedback, committed when this returns (not through the write-behind queue)."""
+        if self._closed:
+            raise RuntimeError("ledger is closed")
+        comment = None if feedback.comment is None else _no_nul(feedback.comment)
+        async with self._acquire() as conn:
+            # One statement outside a transaction block: committed when execute returns.
+            await conn.execute(
+                self._insert_feedback, _no_nul(feedback.request_id), feedback.ts, feedback.score, comment
+            )
+
+    async def fetch_feedback(self, *, since: float | None = None) -> list[Feedback]:
+        """Every feedback in arrival order, optionally only those at or after ``since``."""
+        sql = self._select_feedback
+        params: list[Any] = []
+        if since is not None:
+            params.append(since)
+            sql += " WHERE ts >= $1"
+        sql += " ORDER BY ts, seq"
+        async with self._acquire() as conn:
+            records = await conn.fetch(sql, *params)
+        return [Feedback(request_id=r[0], ts=r[1], score=r[2], comment=r[3]) for r in records]
 
     async def count(self) -> int:
         async with self._acquire() as conn:
@@ -167,7 +236,15 @@ def _decode_jsonb(data: bytes) -> Any:
 
 def _encode(row: LedgerRow) -> tuple[Any, ...]:
     scalars = tuple(_no_nul(v) if isinstance(v, str) else v for v in _rows.row_values(row))
-    return (*scalars, row.features, row.decision, _rows.attempts_to_json(row.attempts))
+    # The JSONB values (the prompt included) have their NULs replaced by _encode_jsonb.
+    return (*scalars, row.features, row.decision, _rows.attempts_to_json(row.attempts), row.prompt)
+
+
+def _decode(record: asyncpg.Record) -> LedgerRow:
+    n = len(_rows.SCALAR_COLUMNS)
+    return _rows.build_row(
+        tuple(record)[:n], record["features"], record["decision"], record["attempts"], record["prompt"]
+    )
 
 
 def _no_nul(text: str) -> str:

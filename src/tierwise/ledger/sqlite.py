@@ -1,9 +1,18 @@
-"""The embedded ledger: one SQLite file in WAL mode, written from a worker thread."""
+"""The embedded ledger: one SQLite file in WAL mode, written from a worker thread.
+
+Tables: ``requests`` (one row per request; ``prompt`` holds the captured messages as JSON, NULL when
+prompts are not captured), ``feedback`` (append-only, several per request allowed) and
+``schema_version``. A file created by schema version 1 (no ``prompt`` column, no ``feedback`` table) is
+migrated when a writer starts; reads of a file nobody has migrated yet still work, and see no prompts
+and no feedback.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +20,11 @@ import orjson
 
 from . import _rows
 from ._queue import WriteBehindLedger
-from .base import LedgerRow
+from .base import Feedback, LedgerRow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = f"""
+_CREATE_REQUESTS = """
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,
     ts REAL NOT NULL,
@@ -36,28 +45,55 @@ CREATE TABLE IF NOT EXISTS requests (
     key_id TEXT,
     features TEXT NOT NULL,
     decision TEXT NOT NULL,
-    attempts TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-INSERT INTO schema_version (version) SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM schema_version);
-"""
+    attempts TEXT NOT NULL,
+    prompt TEXT
+)"""
+# Version 1 files lack the column; ADD COLUMN appends it, as in _CREATE_REQUESTS.
+_ADD_PROMPT = "ALTER TABLE requests ADD COLUMN prompt TEXT"
+# Applied after _CREATE_REQUESTS (and _ADD_PROMPT when needed), statement by statement, in one transaction.
+_SCHEMA_REST: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)",
+    """CREATE TABLE IF NOT EXISTS feedback (
+        request_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        score REAL NOT NULL,
+        comment TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS feedback_request_id ON feedback (request_id)",
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    f"INSERT INTO schema_version (version) SELECT {SCHEMA_VERSION} "
+    "WHERE NOT EXISTS (SELECT 1 FROM schema_version)",
+    # Never downgrades: a file a newer version has written keeps its number.
+    f"UPDATE schema_version SET version = {SCHEMA_VERSION} WHERE version < {SCHEMA_VERSION}",
+)
 
 _COLUMN_LIST = ", ".join(_rows.COLUMNS)
 # OR IGNORE: a row id already stored (a batch retried after an ambiguous failure, or a caller
 # recording the same request twice) is skipped instead of failing the whole batch forever.
 _INSERT = f"INSERT OR IGNORE INTO requests ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_rows.COLUMNS))})"
-_SELECT = f"SELECT {_COLUMN_LIST} FROM requests"
+_INSERT_FEEDBACK = "INSERT INTO feedback (request_id, ts, score, comment) VALUES (?, ?, ?, ?)"
+_FEEDBACK_SELECT = "SELECT request_id, ts, score, comment FROM feedback"
+
+_Query = Callable[[sqlite3.Connection], list[tuple[Any, ...]]]
 
 
 class SqliteLedger(WriteBehindLedger):
-    """Ledger in one SQLite file. Reads (``fetch``, ``count``) use their own connection and work
-    without ``start``; a path whose file does not exist yet holds no rows."""
+    """Ledger in one SQLite file. Reads (``fetch``, ``count``, ``get``, ``fetch_feedback``) use their
+    own read-only connection and work without ``start``; a path whose file does not exist yet holds no
+    rows. ``record_feedback`` needs ``start``: it writes through the writer's connection."""
 
     def __init__(self, path: str, *, queue_size: int = 10000) -> None:
         super().__init__(queue_size=queue_size)
         self.path = path
         self._conn: sqlite3.Connection | None = None  # the writer's, and only the writer's
+        # The writer's batches and record_feedback both run on self._conn, each from whichever
+        # executor thread asyncio.to_thread picks, and may overlap: one sqlite3 connection has one
+        # transaction, so unserialised, a feedback could be committed or rolled back with a batch (or
+        # hit "cannot start a transaction within a transaction"). Every use of self._conn, close
+        # included, holds this lock. A second connection for feedback would avoid the lock, but the
+        # two would then contend for SQLite's single write lock anyway (one writer per file), with
+        # busy-timeouts instead of a plain wait; a feedback waits at most one batch (milliseconds).
+        self._conn_lock = threading.Lock()
 
     async def _open(self) -> None:
         self._conn = await asyncio.to_thread(self._connect_writer)
@@ -71,7 +107,7 @@ class SqliteLedger(WriteBehindLedger):
             # NORMAL in WAL mode: a power cut may lose the last commits, never corrupt the file.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(f"BEGIN;{_SCHEMA}COMMIT;")
+            _migrate(conn)
         except BaseException:
             conn.close()
             raise
@@ -83,48 +119,136 @@ class SqliteLedger(WriteBehindLedger):
         await asyncio.to_thread(self._insert, values)
 
     def _insert(self, values: list[tuple[Any, ...]]) -> None:
-        conn = self._conn
-        assert conn is not None, "writer connection used before start()"
-        conn.execute("BEGIN")
-        try:
-            conn.executemany(_INSERT, values)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._conn_lock:
+            conn = self._conn
+            assert conn is not None, "writer connection used before start()"
+            conn.execute("BEGIN")
+            try:
+                conn.executemany(_INSERT, values)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    async def record_feedback(self, feedback: Feedback) -> None:
+        """Store one feedback, committed when this returns (not through the write-behind queue)."""
+        if self._closed:
+            raise RuntimeError("ledger is closed")
+        if self._conn is None:
+            raise RuntimeError("ledger is not started: await start() first")
+        values = (feedback.request_id, feedback.ts, feedback.score, feedback.comment)
+        await asyncio.to_thread(self._insert_feedback, values)
+
+    def _insert_feedback(self, values: tuple[Any, ...]) -> None:
+        with self._conn_lock:
+            conn = self._conn
+            if conn is None:  # close() ran between the check in record_feedback and now
+                raise RuntimeError("ledger is closed")
+            # Outside BEGIN … COMMIT the single INSERT is its own transaction, committed on return
+            # (to the WAL, with synchronous=NORMAL like the rows: it survives the process dying).
+            conn.execute(_INSERT_FEEDBACK, values)
 
     async def _close_store(self) -> None:
-        if self._conn is not None:
+        await asyncio.to_thread(self._close_conn)
+
+    def _close_conn(self) -> None:
+        with self._conn_lock:
             conn, self._conn = self._conn, None
-            await asyncio.to_thread(conn.close)
+            if conn is not None:
+                conn.close()
 
     async def fetch(self, *, since: float | None = None, limit: int | None = None) -> list[LedgerRow]:
         """Rows in arrival order (oldest first), optionally only those at or after ``since``."""
-        sql = _SELECT
+        where = ""
+        params: list[Any] = []
+        if since is not None:
+            where += " WHERE ts >= ?"
+            params.append(since)
+        where += " ORDER BY ts, rowid"
+        if limit is not None:
+            where += " LIMIT ?"
+            params.append(limit)
+        records = await asyncio.to_thread(self._read, _select_requests(where, params))
+        return [_decode(record) for record in records]
+
+    async def get(self, request_id: str) -> LedgerRow | None:
+        """The row of one request, if it has been written (``flush`` first to see queued rows)."""
+        records = await asyncio.to_thread(self._read, _select_requests(" WHERE id = ?", [request_id]))
+        return _decode(records[0]) if records else None
+
+    async def count(self) -> int:
+        records = await asyncio.to_thread(
+            self._read, lambda conn: conn.execute("SELECT count(*) FROM requests").fetchall()
+        )
+        return int(records[0][0]) if records else 0
+
+    async def fetch_feedback(self, *, since: float | None = None) -> list[Feedback]:
+        """Every feedback in arrival order, optionally only those at or after ``since``."""
+        sql = _FEEDBACK_SELECT
         params: list[Any] = []
         if since is not None:
             sql += " WHERE ts >= ?"
             params.append(since)
         sql += " ORDER BY ts, rowid"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        records = await asyncio.to_thread(self._read, sql, params)
-        return [_decode(record) for record in records]
 
-    async def count(self) -> int:
-        records = await asyncio.to_thread(self._read, "SELECT count(*) FROM requests", [])
-        return int(records[0][0]) if records else 0
+        def query(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            if not _has_table(conn, "feedback"):  # a version 1 file no writer has migrated yet
+                return []
+            return conn.execute(sql, params).fetchall()
 
-    def _read(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        records = await asyncio.to_thread(self._read, query)
+        return [Feedback(request_id=r[0], ts=r[1], score=r[2], comment=r[3]) for r in records]
+
+    def _read(self, query: _Query) -> list[tuple[Any, ...]]:
         if not Path(self.path).exists():
             return []
         conn = sqlite3.connect(self.path)
         try:
+            # Reads never create or migrate anything: they run without start(), e.g. a report on a
+            # ledger file another process (maybe an older version) is writing.
             conn.execute("PRAGMA query_only=1")
-            return conn.execute(sql, params).fetchall()
+            return query(conn)
         finally:
             conn.close()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Create the schema, or bring a version 1 file up to date, in one transaction."""
+    # IMMEDIATE takes the write lock before reading table_info, so two processes starting on one
+    # version 1 file cannot both decide to add the column (the second waits, then sees it).
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_CREATE_REQUESTS)
+        if not _has_column(conn, "requests", "prompt"):
+            conn.execute(_ADD_PROMPT)
+        for statement in _SCHEMA_REST:
+            conn.execute(statement)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(info[1] == column for info in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def _has_table(conn: sqlite3.Connection, table: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    return found.fetchone() is not None
+
+
+def _select_requests(tail: str, params: list[Any]) -> _Query:
+    """A read of ``requests`` (``SELECT <columns> FROM requests`` + ``tail``) that also works on a
+    version 1 file no writer has migrated: its rows read with a NULL prompt."""
+
+    def query(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        columns = _COLUMN_LIST
+        if not _has_column(conn, "requests", "prompt"):
+            columns = ", ".join(c if c != "prompt" else "NULL AS prompt" for c in _rows.COLUMNS)
+        return conn.execute(f"SELECT {columns} FROM requests{tail}", params).fetchall()
+
+    return query
 
 
 def _encode(row: LedgerRow) -> tuple[Any, ...]:
@@ -133,10 +257,17 @@ def _encode(row: LedgerRow) -> tuple[Any, ...]:
         _rows.dumps(row.features).decode(),
         _rows.dumps(row.decision).decode(),
         _rows.dumps(_rows.attempts_to_json(row.attempts)).decode(),
+        None if row.prompt is None else _rows.dumps(row.prompt).decode(),
     )
 
 
 def _decode(record: tuple[Any, ...]) -> LedgerRow:
     n = len(_rows.SCALAR_COLUMNS)
-    features, decision, attempts = record[n:]
-    return _rows.build_row(record[:n], orjson.loads(features), orjson.loads(decision), orjson.loads(attempts))
+    features, decision, attempts, prompt = record[n:]
+    return _rows.build_row(
+        record[:n],
+        orjson.loads(features),
+        orjson.loads(decision),
+        orjson.loads(attempts),
+        None if prompt is None else orjson.loads(prompt),
+    )

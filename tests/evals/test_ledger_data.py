@@ -1,0 +1,98 @@
+"""Training data from ledger rows: feedback and cascade verdicts become per-model labels."""
+
+from __future__ import annotations
+
+from tierwise.evals.ledger_data import ledger_dataset
+from tierwise.ledger import Attempt, Feedback, LedgerRow
+
+ASK = [{"role": "user", "content": "What is 17 * 23?"}]
+
+
+def _row(
+    rid: str,
+    attempts: list[Attempt],
+    *,
+    prompt: list | None = ASK,
+    final: str | None = "cheap",
+    status: str = "ok",
+) -> LedgerRow:
+    return LedgerRow(
+        id=rid,
+        ts=1.0,
+        requested_model="auto",
+        stream=False,
+        features={"task": "math"},
+        decision={},
+        policy_version="p",
+        status=status,
+        http_status=200 if status == "ok" else 502,
+        final_model=final,
+        attempts=attempts,
+        prompt=prompt,
+        cost_usd=sum(a.cost_usd for a in attempts),
+    )
+
+
+def _answer(model: str, status: str = "ok", *, verified: bool = False, cost: float = 0.001) -> Attempt:
+    return Attempt(
+        model=model,
+        provider="p",
+        status=status,
+        input_tokens=10,
+        output_tokens=5,
+        cost_usd=cost,
+        verified=verified,
+    )
+
+
+def test_verdicts_and_feedback_become_labels() -> None:
+    rows = [
+        # The cascade rejected the cheap answer, the strong one answered; the caller liked it.
+        _row("r1", [_answer("cheap", "rejected"), _answer("strong", cost=0.03)], final="strong"),
+        # The cheap answer passed the verifiers.
+        _row("r2", [_answer("cheap", verified=True)]),
+        # Verified, but the caller says it was wrong: feedback wins for that answer.
+        _row("r3", [_answer("cheap", verified=True)]),
+        # No cascade, no feedback: nothing to learn from.
+        _row("r4", [_answer("cheap")]),
+        # Feedback, but the prompt was not kept.
+        _row("r5", [_answer("cheap")], prompt=None),
+    ]
+    feedback = [
+        Feedback("r1", 1.0, ts=10.0),
+        Feedback("r3", 1.0, ts=10.0),
+        Feedback("r3", 0.0, ts=11.0),  # the latest grade wins
+        Feedback("r5", 1.0, ts=10.0),
+        Feedback("gone", 0.5, ts=10.0),
+    ]
+    dataset, counts = ledger_dataset(rows, feedback)
+    scores = {p.id: {m: r.score for m, r in p.results.items()} for p in dataset.prompts}
+    assert scores == {"r1": {"cheap": 0.0, "strong": 1.0}, "r2": {"cheap": 1.0}, "r3": {"cheap": 0.0}}
+    assert dataset.models == ("cheap", "strong")
+    assert dataset.prompts[0].messages == tuple(ASK)
+    assert dataset.prompts[0].results["strong"].cost_usd == 0.03  # each answer's own cost
+    assert (counts.rows, counts.with_prompt, counts.labelled) == (5, 4, 3)
+    assert (counts.feedback_labels, counts.verifier_labels) == (2, 2)
+    assert counts.feedback_without_row == 2  # r5 has no prompt, "gone" no row
+
+
+def test_side_calls_are_not_answers_and_failed_requests_keep_their_rejections() -> None:
+    judge = Attempt(model="strong", provider="p", status="ok", purpose="judge", verified=False)
+    sample = Attempt(model="cheap", provider="p", status="ok", purpose="sample")
+    failed = _row(
+        "r1",
+        [_answer("cheap", "rejected"), judge, sample, _answer("strong", "UpstreamTimeout")],
+        final=None,
+        status="error",
+    )
+    dataset, _ = ledger_dataset([failed], [Feedback("r1", 1.0, ts=1.0)])
+    # The rejection still says the cheap answer was not good enough; the feedback grades no answer.
+    assert {m: r.score for m, r in dataset.prompts[0].results.items()} == {"cheap": 0.0}
+
+
+def test_the_content_hash_follows_the_labels() -> None:
+    rows = [_row("r1", [_answer("cheap", verified=True)])]
+    a, _ = ledger_dataset(rows, [])
+    b, _ = ledger_dataset(rows, [Feedback("r1", 0.0, ts=1.0)])
+    assert a.content_hash != b.content_hash
+    assert ledger_dataset(rows, [])[0].content_hash == a.content_hash
