@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .gateway.app import create_app
+    from .ledger import safe_url
     from .router import Router
 
     router = Router.from_config(args.config)
@@ -35,7 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     print(
         f"tierwise serving {len(router.config.models)} models on http://{args.host}:{args.port}/v1 "
-        f"(policy {router.policy_version}, ledger {_safe_url(router.config.storage.ledger)})",
+        f"(policy {router.policy_version}, ledger {safe_url(router.config.storage.ledger)})",
         flush=True,
     )
     runner_loop = loop_factory() if loop_factory else asyncio.new_event_loop()
@@ -52,14 +53,6 @@ def _serve(args: argparse.Namespace) -> int:
         loop=runner_loop,
     )
     return 0
-
-
-def _safe_url(url: str) -> str:
-    """A storage URL without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://{rest.split('@', 1)[1]}"
-    return url
 
 
 def _route(args: argparse.Namespace) -> int:
@@ -230,6 +223,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _ledger_training_set(args: argparse.Namespace, config: Config | None) -> EvalDataset:
     """The labelled prompts of a ledger (``evals/ledger_data.py``), with what was found said on stderr."""
     from .evals.ledger_data import load_ledger_dataset
+    from .ledger import safe_url
 
     if args.ledger == "config":
         if config is None:
@@ -240,7 +234,7 @@ def _ledger_training_set(args: argparse.Namespace, config: Config | None) -> Eva
     if config is None:
         raise ConfigError("tierwise train: --ledger needs --config: the ledger names the fleet's models")
     dataset, counts = asyncio.run(load_ledger_dataset(url, since=args.since))
-    print(f"  {_safe_url(url)}: {counts.describe()}", file=sys.stderr, flush=True)
+    print(f"  {safe_url(url)}: {counts.describe()}", file=sys.stderr, flush=True)
     if not len(dataset):
         hint = (
             "turn on storage.capture_prompts so rows keep their prompt"

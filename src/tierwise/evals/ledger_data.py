@@ -134,7 +134,7 @@ def _final_attempt(row: LedgerRow):  # type: ignore[no-untyped-def]
 
 async def load_ledger_dataset(url: str, *, since: float | None = None) -> tuple[EvalDataset, LedgerCounts]:
     """Read a ledger (``sqlite:///…`` or ``postgresql://…``) and build its training data."""
-    from ..ledger import open_ledger
+    from ..ledger import open_ledger, safe_url
 
     ledger = open_ledger(url)
     await ledger.start()
@@ -143,12 +143,4 @@ async def load_ledger_dataset(url: str, *, since: float | None = None) -> tuple[
         feedback = await ledger.fetch_feedback(since=since)
     finally:
         await ledger.close()
-    return ledger_dataset(rows, feedback, name=f"ledger:{_safe(url)}")
-
-
-def _safe(url: str) -> str:
-    """The URL without credentials, for names that end up in artefacts and reports."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    return f"{scheme}://{rest.rpartition('@')[2]}"
+    return ledger_dataset(rows, feedback, name=f"ledger:{safe_url(url)}")

@@ -12,7 +12,16 @@ from .base import Attempt, Feedback, Ledger, LedgerRow
 from .null import NullLedger
 from .sqlite import SqliteLedger
 
-__all__ = ["Attempt", "Feedback", "Ledger", "LedgerRow", "NullLedger", "SqliteLedger", "open_ledger"]
+__all__ = [
+    "Attempt",
+    "Feedback",
+    "Ledger",
+    "LedgerRow",
+    "NullLedger",
+    "SqliteLedger",
+    "open_ledger",
+    "safe_url",
+]
 
 
 def open_ledger(url: str, *, queue_size: int = 10000) -> Ledger:
@@ -40,3 +49,9 @@ def open_ledger(url: str, *, queue_size: int = 10000) -> Ledger:
     # Only the scheme is echoed: the rest of the URL may carry a password.
     got = f"unsupported scheme '{scheme}://'" if sep else "not a URL"
     raise ConfigError(f"storage.ledger: {got}; use sqlite:///path.db, postgresql://host/db or none")
+
+
+def safe_url(url: str) -> str:
+    """A storage URL without its credentials, for logs, reports and artefacts."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}" if sep else url
