@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from tierwise.evals.ledger_data import ledger_dataset
 from tierwise.ledger import Attempt, Feedback, LedgerRow
 
+ROOT = Path(__file__).resolve().parents[2]
 ASK = [{"role": "user", "content": "What is 17 * 23?"}]
 
 
@@ -96,3 +101,28 @@ def test_the_content_hash_follows_the_labels() -> None:
     b, _ = ledger_dataset(rows, [Feedback("r1", 0.0, ts=1.0)])
     assert a.content_hash != b.content_hash
     assert ledger_dataset(rows, [])[0].content_hash == a.content_hash
+
+
+def test_the_ledger_loop_simulation_runs(tmp_path: Path) -> None:
+    """scripts/ledger_loop.py (the README's numbers) on a small slice: serve, grade, train, measure."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "ledger_loop.py"),
+            "--limit",
+            "200",
+            "--families",
+            "linear",
+            "--feedback",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("every answer labelled (offline benchmark)") for line in lines)
+    [ledger] = [line for line in lines if line.startswith("ledger, 50% of answers graded")]
+    assert "100 prompts:" in ledger  # every traffic prompt got a label: a verdict or a grade
