@@ -297,11 +297,12 @@ def _train(args: argparse.Namespace) -> int:
         if v is not None
     } or None
     started = time.perf_counter()
+    embedder = load_wordllama()
     trained = train_router(
         datasets,
         models,
         reference=reference,
-        embedder=load_wordllama(),
+        embedder=embedder,
         candidates=candidates,
         inner_folds=args.inner_folds,
         seed=args.seed,
@@ -312,7 +313,7 @@ def _train(args: argparse.Namespace) -> int:
         from .evals.hybrid import recalibrate_for_hybrid
 
         target = trained.meta["default_target"]
-        if recalibrate_for_hybrid(trained, datasets, config, target):
+        if recalibrate_for_hybrid(trained, datasets, config, target, embedder):
             print(
                 "  calibrated as the hybrid: the config's cascade replayed on the recorded answers",
                 file=sys.stderr,

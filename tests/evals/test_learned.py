@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -249,3 +250,28 @@ def test_train_with_a_cascade_config_calibrates_the_hybrid(tmp_path: Path) -> No
     assert routed.returncode == 0, routed.stderr
     assert "layer    learned" in routed.stdout
     assert "mixtral-8x7b's answer is verified (not_truncated, no_refusal, arithmetic" in routed.stdout
+
+
+def test_the_hybrid_replay_honours_cascade_when_uncertain(embedder: StaticEmbeddings, tmp_path: Path) -> None:
+    """`when: uncertain` verifies only answers whose score lies within `uncertain_band` of the threshold."""
+    import yaml
+
+    gsm8k = load_dataset("routellm-gsm8k")
+    train, test = gsm8k.subset(list(range(300))), gsm8k.subset(list(range(1000, 1150)))
+
+    def run(band: float) -> Any:
+        doc = yaml.safe_load(CASCADE.read_text())
+        doc["policy"]["cascade"]["when"] = "uncertain"
+        doc["policy"]["learned"] = {"artefact": "unused.npz", "uncertain_band": band}
+        path = tmp_path / f"uncertain-{band}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        fleet = fleet_from_config(load_config(path), test)
+        policy = LearnedPolicy(config=path, train_sets=[train], candidates=KNN, embedder=embedder)
+        return policy.route(test, matrices(test, fleet)), fleet
+
+    never, _ = run(0.0)
+    assert never.extra_cost is not None and not never.extra_cost.any()  # nothing is verified
+    assert never.details["cascade"]["detection"]["verified_prompts"] == 0
+    everything, _ = run(1.0)  # every score is "uncertain": every cheap answer is verified
+    assert everything.details["cascade"]["detection"]["verified_prompts"] > 0
+    assert (everything.extra_cost > 0).any()

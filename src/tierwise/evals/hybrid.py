@@ -36,14 +36,19 @@ SWEEP_POINTS = 11  # the evaluated curve: RouteLLM's 10 bins
 
 
 class _OutOfFold(LearnedRouter):
-    """The learned layer, answering with each training prompt's out-of-fold prediction (by its text)."""
+    """The learned layer, answering with each training prompt's out-of-fold prediction, found by the
+    prompt's text. A prompt whose last message is not the user's has a different key in training
+    (``train.text_of``): it is scored by the fitted model instead, in sample — rare, and said here."""
 
-    def __init__(self, by_text: dict[str, np.ndarray], **kwargs: Any) -> None:
-        super().__init__(None, None, **kwargs)  # type: ignore[arg-type]  # never scores anything
+    def __init__(
+        self, by_text: dict[str, np.ndarray], scorer: Scorer, embedder: Embedder, **kwargs: Any
+    ) -> None:
+        super().__init__(scorer, embedder, **kwargs)
         self._by_text = by_text
 
     def quality(self, features: Features) -> np.ndarray:
-        return self._by_text[features.text][self._columns]
+        row = self._by_text.get(features.text)
+        return super().quality(features) if row is None else row[self._columns]
 
 
 def _router(trained: Trained, threshold: float, band: float, **kwargs: Any) -> dict[str, Any]:
@@ -89,7 +94,7 @@ def _edges(gaps: np.ndarray, points: int) -> np.ndarray:
 
 
 def hybrid_calibration(
-    trained: Trained, training_sets: Sequence[EvalDataset], config: Config
+    trained: Trained, training_sets: Sequence[EvalDataset], config: Config, embedder: Embedder
 ) -> tuple[Calibration, list[str]] | None:
     """The hybrid's operating points over a threshold grid, measured on the training sets that record
     answers of every fleet model, and the names of those sets; None when no set does."""
@@ -111,6 +116,7 @@ def hybrid_calibration(
     if not usable:
         return None
     thresholds = _edges(_gaps(trained.oof_quality, reference), GRID_POINTS)
+    scorer = make_scorer(meta["family"], trained.arrays, meta["params"])
     band = _band(config)
     per_set = np.zeros((len(usable), len(thresholds), 3))  # strong share, $/1k, quality
     strongest = np.zeros(len(usable))
@@ -119,7 +125,7 @@ def hybrid_calibration(
         strongest[d] = float(np.nanmean(data.scores[:, fleet.strongest]))
         verdicts: dict[tuple[int, int, int], bool] = {}  # each answer verified once, at any threshold
         for k, threshold in enumerate(thresholds):
-            router = _OutOfFold(by_text, **_router(trained, float(threshold), band))
+            router = _OutOfFold(by_text, scorer, embedder, **_router(trained, float(threshold), band))
             replay = _replay(router, dataset, fleet, data, verdicts)
             served = replay.choice >= 0
             picked = np.where(served, replay.choice, 0)
@@ -169,13 +175,17 @@ def hybrid_routing(
 
 
 def recalibrate_for_hybrid(
-    trained: Trained, training_sets: Sequence[EvalDataset], config: Config, target: dict[str, float]
+    trained: Trained,
+    training_sets: Sequence[EvalDataset],
+    config: Config,
+    target: dict[str, float],
+    embedder: Embedder,
 ) -> bool:
     """Replace a freshly trained router's calibration and default threshold by the hybrid's (the
     config's cascade behind it), when a training set records answers to replay it on; True if so."""
     from ..policy.learned import threshold_for
 
-    calibrated = hybrid_calibration(trained, training_sets, config)
+    calibrated = hybrid_calibration(trained, training_sets, config, embedder)
     if calibrated is None:
         return False
     calibration, names = calibrated

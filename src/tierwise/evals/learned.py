@@ -166,7 +166,7 @@ class LearnedPolicy:
 
         sets = ([self._fold] if self._fold is not None and len(self._fold) else []) + self.train_sets
         details = dict(details)
-        if recalibrate_for_hybrid(trained, sets, fleet.config, self._target):
+        if recalibrate_for_hybrid(trained, sets, fleet.config, self._target, self._embeddings()):
             threshold = float(trained.meta["default_threshold"])
             details["threshold"] = threshold
             details["calibration_of"] = trained.meta["calibration_of"]
