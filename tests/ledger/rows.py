@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tierwise.ledger import Attempt, LedgerRow
+from tierwise.ledger._rows import row_values
 
 T0 = 1_760_000_000.0
 
@@ -75,3 +77,12 @@ def make_row(i: int, *, prefix: str = "req") -> LedgerRow:
 
 def make_rows(n: int, *, prefix: str = "req") -> list[LedgerRow]:
     return [make_row(i, prefix=prefix) for i in range(n)]
+
+
+def v1_values(row: LedgerRow) -> tuple[object, ...]:
+    """A row's column values as version 1 wrote them: no prompt column, attempts without "verified",
+    JSON as text (for migration tests)."""
+    attempts = [
+        {k: getattr(a, k) for k in Attempt.__dataclass_fields__ if k != "verified"} for a in row.attempts
+    ]
+    return (*row_values(row), json.dumps(row.features), json.dumps(row.decision), json.dumps(attempts))

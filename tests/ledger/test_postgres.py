@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +14,7 @@ asyncpg = pytest.importorskip("asyncpg", reason="the PostgreSQL ledger needs asy
 from tierwise.ledger import Attempt, Feedback, LedgerRow, open_ledger  # noqa: E402
 from tierwise.ledger.postgres import PostgresLedger  # noqa: E402
 
-from .rows import T0, make_row, make_rows  # noqa: E402
+from .rows import T0, make_row, make_rows, v1_values  # noqa: E402
 
 URL = os.environ.get("TIERWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -350,35 +349,6 @@ V1_COLUMNS = (
 )
 
 
-def _v1_values(row: LedgerRow) -> tuple[object, ...]:
-    """A row as version 1 wrote it: no prompt, attempts without "verified"; JSON as text."""
-    attempts = [
-        {k: getattr(a, k) for k in Attempt.__dataclass_fields__ if k != "verified"} for a in row.attempts
-    ]
-    return (
-        row.id,
-        row.ts,
-        row.requested_model,
-        row.stream,
-        row.policy_version,
-        row.status,
-        row.http_status,
-        row.final_model,
-        row.tier,
-        row.input_tokens,
-        row.output_tokens,
-        row.cost_usd,
-        row.counterfactual_cost_usd,
-        row.latency_ms,
-        row.ttft_ms,
-        row.error,
-        row.key_id,
-        json.dumps(row.features),
-        json.dumps(row.decision),
-        json.dumps(attempts),
-    )
-
-
 def _as_v1(row: LedgerRow) -> LedgerRow:
     """How a row version 1 wrote reads back now."""
     row.prompt = None
@@ -397,7 +367,7 @@ async def test_a_version_1_table_is_migrated_by_start(table: str) -> None:
     try:
         await replica.execute(V1_SCHEMA.format(t=f'"{table}"', table=table))
         await replica.execute(
-            f'INSERT INTO "{table}" ({V1_COLUMNS}) VALUES ({placeholders})', *_v1_values(old)
+            f'INSERT INTO "{table}" ({V1_COLUMNS}) VALUES ({placeholders})', *v1_values(old)
         )
         staging = f"{table}_incoming"
         await replica.execute(
@@ -417,7 +387,7 @@ async def test_a_version_1_table_is_migrated_by_start(table: str) -> None:
         # The old replica keeps writing through its staging table after the migration.
         async with replica.transaction():
             await replica.execute(
-                f'INSERT INTO "{staging}" ({V1_COLUMNS}) VALUES ({placeholders})', *_v1_values(late)
+                f'INSERT INTO "{staging}" ({V1_COLUMNS}) VALUES ({placeholders})', *v1_values(late)
             )
             await replica.execute(
                 f'INSERT INTO "{table}" ({V1_COLUMNS}) SELECT {V1_COLUMNS} FROM "{staging}" '

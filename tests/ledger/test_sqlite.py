@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
 import time
@@ -14,7 +13,7 @@ import pytest
 
 from tierwise.ledger import Attempt, Feedback, LedgerRow, SqliteLedger
 
-from .rows import T0, make_row, make_rows
+from .rows import T0, make_row, make_rows, v1_values
 
 # The schema of version 1 files, as tierwise wrote them before prompts and feedback (copied verbatim
 # from sqlite.py at that version): the migration tests start from a file made with exactly this.
@@ -380,9 +379,6 @@ def _make_v1_file(path: str) -> LedgerRow:
     row.prompt = None  # version 1 had no column for it
     for attempt in row.attempts:
         attempt.verified = False  # nor the field: its JSON has no "verified" key
-    attempts = [
-        {k: getattr(a, k) for k in Attempt.__dataclass_fields__ if k != "verified"} for a in row.attempts
-    ]
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -392,28 +388,7 @@ def _make_v1_file(path: str) -> LedgerRow:
             " final_model, tier, input_tokens, output_tokens, cost_usd, counterfactual_cost_usd,"
             " latency_ms, ttft_ms, error, key_id, features, decision, attempts)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                row.id,
-                row.ts,
-                row.requested_model,
-                row.stream,
-                row.policy_version,
-                row.status,
-                row.http_status,
-                row.final_model,
-                row.tier,
-                row.input_tokens,
-                row.output_tokens,
-                row.cost_usd,
-                row.counterfactual_cost_usd,
-                row.latency_ms,
-                row.ttft_ms,
-                row.error,
-                row.key_id,
-                json.dumps(row.features),
-                json.dumps(row.decision),
-                json.dumps(attempts),
-            ),
+            v1_values(row),
         )
     finally:
         conn.close()
