@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from tierwise.ledger import LedgerRow
+from tierwise.ledger import Attempt, Feedback, LedgerRow
 from tierwise.report import render, summarize
 
 
@@ -63,3 +65,33 @@ def test_render_and_empty() -> None:
     assert "saved $0.0350 (50.0%)" in text and "classify" in text
     assert summarize([])["requests"] == 0
     assert "requests 0" in render(summarize([]))
+
+
+def test_feedback_and_cascade_verdicts_in_the_report() -> None:
+    rows = [
+        replace(ROWS[0], attempts=[Attempt(model="d", provider="p", status="ok", verified=True)]),
+        replace(
+            ROWS[1],
+            attempts=[
+                Attempt(model="d", provider="p", status="rejected"),
+                Attempt(model="r", provider="p", status="ok"),
+            ],
+        ),
+        *ROWS[2:],
+    ]
+    feedback = [
+        Feedback("r1", 0.0, ts=1.0),
+        Feedback("r1", 1.0, ts=2.0),  # the latest grade counts
+        Feedback("r3", 0.5, ts=1.0),
+    ]
+    s = summarize(rows, feedback)
+    assert s["graded"] == 2 and s["mean_score"] == pytest.approx(0.75)
+    assert s["by_model"]["d"]["graded"] == 1 and s["by_model"]["d"]["mean_score"] == 1.0
+    assert s["by_model"]["r"]["mean_score"] is None
+    assert s["by_task"]["code"]["mean_score"] == 0.5
+    assert s["cascade"] == {"d": {"accepted": 1, "rejected": 1}}
+    text = render(s)
+    assert "feedback on 2 requests, mean score 0.750" in text
+    assert "cascade  d: 1 answers accepted, 1 rejected" in text
+    assert "graded  score" in text
+    assert "graded" not in render(summarize(ROWS))  # no feedback, no quality columns

@@ -119,15 +119,15 @@ def _report(args: argparse.Namespace) -> int:
 
     url = args.ledger or load_config(args.config).storage.ledger
 
-    async def fetch() -> list:
+    async def fetch() -> tuple[list, list]:
         ledger = open_ledger(url)
         await ledger.start()
         try:
-            return await ledger.fetch(since=args.since)
+            return await ledger.fetch(since=args.since), await ledger.fetch_feedback(since=args.since)
         finally:
             await ledger.close()
 
-    summary = summarize(asyncio.run(fetch()))
+    summary = summarize(*asyncio.run(fetch()))
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0
 

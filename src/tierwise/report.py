@@ -4,6 +4,10 @@
 gone to the always-strongest model, at the same token counts (the counterfactual model's own
 tokenizer may count a little differently; the ledger records what the answering model reported).
 A request is a *fallback* when the model that answered is not the decision's first choice.
+
+Quality, where the ledger knows it: callers' feedback (the latest grade of each request, 0..1, see
+``POST /v1/feedback``) averaged per group, and the cascade's verdicts — answers its verifiers accepted
+and rejected, counted against the model that gave them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ledger.base import LedgerRow
+from .ledger.base import Feedback, LedgerRow
 
 
 @dataclass(slots=True)
@@ -24,8 +28,13 @@ class Group:
     cost_usd: float = 0.0
     counterfactual_usd: float = 0.0
     tiers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    graded: int = 0
+    score_sum: float = 0.0
 
-    def add(self, row: LedgerRow) -> None:
+    def add(self, row: LedgerRow, grade: float | None = None) -> None:
+        if grade is not None:
+            self.graded += 1
+            self.score_sum += grade
         self.requests += 1
         if row.status != "ok":
             self.errors += 1
@@ -46,11 +55,17 @@ class Group:
             "cost_usd": self.cost_usd,
             "counterfactual_usd": self.counterfactual_usd,
             "tiers": dict(self.tiers),
+            "graded": self.graded,
+            "mean_score": self.score_sum / self.graded if self.graded else None,
         }
 
 
-def summarize(rows: Iterable[LedgerRow]) -> dict[str, Any]:
+def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> dict[str, Any]:
     """The report as a JSON-ready dict: totals, and groups by model, tier and task type."""
+    grades: dict[str, float] = {}
+    for item in sorted(feedback, key=lambda f: f.ts):  # the latest grade of a request counts
+        grades[item.request_id] = item.score
+    verdicts: dict[str, dict[str, int]] = defaultdict(lambda: {"accepted": 0, "rejected": 0})
     total = Group()
     by_model: dict[str, Group] = defaultdict(Group)
     by_tier: dict[str, Group] = defaultdict(Group)
@@ -59,10 +74,14 @@ def summarize(rows: Iterable[LedgerRow]) -> dict[str, Any]:
     answered_cost = 0.0
     latencies: list[float] = []
     for row in rows:
-        total.add(row)
-        by_model[row.final_model or "(none)"].add(row)
-        by_tier[row.tier or "(none)"].add(row)
-        by_task[str(row.features.get("task", "?"))].add(row)
+        grade = grades.get(row.id)
+        total.add(row, grade)
+        by_model[row.final_model or "(none)"].add(row, grade)
+        by_tier[row.tier or "(none)"].add(row, grade)
+        by_task[str(row.features.get("task", "?"))].add(row, grade)
+        for attempt in row.attempts:
+            if attempt.purpose == "answer" and (attempt.verified or attempt.status == "rejected"):
+                verdicts[attempt.model]["accepted" if attempt.verified else "rejected"] += 1
         if row.status == "ok":
             answered_cost += row.cost_usd
             answered_counterfactual += row.counterfactual_cost_usd
@@ -83,6 +102,9 @@ def summarize(rows: Iterable[LedgerRow]) -> dict[str, Any]:
         "latency_ms_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         if latencies
         else None,
+        "graded": total.graded,
+        "mean_score": total.score_sum / total.graded if total.graded else None,
+        "cascade": {model: dict(counts) for model, counts in sorted(verdicts.items())},
         "by_model": {k: g.as_dict(n) for k, g in sorted(by_model.items())},
         "by_tier": {k: g.as_dict(n) for k, g in sorted(by_tier.items())},
         "by_task": {k: g.as_dict(n) for k, g in sorted(by_task.items())},
@@ -101,19 +123,28 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(
             f"latency p50 {summary['latency_ms_p50']:.1f} ms  p99 {summary['latency_ms_p99']:.1f} ms"
         )
+    graded = summary.get("graded", 0)
+    if graded:
+        lines.append(f"feedback on {graded} requests, mean score {summary['mean_score']:.3f}")
+    for model, counts in summary.get("cascade", {}).items():
+        lines.append(
+            f"cascade  {model}: {counts['accepted']} answers accepted, {counts['rejected']} rejected"
+        )
     for title, key in (("model", "by_model"), ("tier", "by_tier"), ("task", "by_task")):
         groups = summary[key]
         if not groups:
             continue
         width = max(len(title), *(len(k) for k in groups))
+        quality = f"  {'graded':>6}  {'score':>5}" if graded else ""
         lines.append("")
-        lines.append(
-            f"{title:<{width}}  {'requests':>8}  {'share':>6}  {'cost $':>10}  {'fallback':>8}  tiers"
-        )
+        head = f"{title:<{width}}  {'requests':>8}  {'share':>6}  {'cost $':>10}  {'fallback':>8}"
+        lines.append(f"{head}{quality}  tiers")
         for name, g in groups.items():
             tiers = " ".join(f"{t}:{c}" for t, c in sorted(g["tiers"].items()))
+            score = "—" if g["mean_score"] is None else f"{g['mean_score']:.2f}"
+            quality = f"  {g['graded']:>6}  {score:>5}" if graded else ""
             lines.append(
                 f"{name:<{width}}  {g['requests']:>8}  {g['share']:>6.1%}  {g['cost_usd']:>10.4f}  "
-                f"{g['fallback_rate']:>8.1%}  {tiers}"
+                f"{g['fallback_rate']:>8.1%}{quality}  {tiers}"
             )
     return "\n".join(lines)
