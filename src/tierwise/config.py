@@ -232,6 +232,20 @@ class ClassifierConfig(_Frozen):
     rubric: str | None = None
 
 
+class ShadowConfig(_Frozen):
+    """Training labels from live traffic. On a sampled ``share`` of the non-streamed requests another
+    model answered, tierwise also asks ``model`` (usually the strongest) the same request — after the
+    response has been sent, charged and logged as a ledger row of its own — and records whether the
+    two answers agree (``answer`` and ``min_overlap`` as for the agreement verifier) as feedback of
+    source ``shadow`` on the request: 1 agree, 0 disagree. ``tierwise train --ledger`` learns from it."""
+
+    model: str = Field(min_length=1)
+    share: float = Field(gt=0, le=1)
+    answer: Literal["auto", "number", "text"] = "auto"
+    min_overlap: float | None = Field(default=None, ge=0, le=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
 class PolicyConfig(_Frozen):
     rules: tuple[Rule, ...] | None = None  # None: the built-in routing playbook
     default: Target = Target(tier="review")
@@ -242,6 +256,7 @@ class PolicyConfig(_Frozen):
     learned: LearnedConfig | None = None
     cascade: CascadeConfig | None = None
     classifier: ClassifierConfig | None = None
+    shadow: ShadowConfig | None = None
 
 
 class StorageConfig(_Frozen):
@@ -325,6 +340,13 @@ class Config(_Frozen):
             if model not in names:
                 errors.append(f"policy.fallbacks.{model}: unknown model; models: {', '.join(sorted(names))}")
             check(f"policy.fallbacks.{model}", None, None, fallbacks)
+        shadow = self.policy.shadow
+        if shadow is not None and shadow.model not in names:
+            errors.append(f"policy.shadow.model: unknown model {shadow.model!r}")
+        if shadow is not None and self.storage.ledger == "none":
+            errors.append(
+                "policy.shadow: its calls and labels are kept in the ledger; storage.ledger is none"
+            )
         for i, verifier in enumerate(self.policy.cascade.verifiers if self.policy.cascade else ()):
             if verifier.model is not None and verifier.model not in names:
                 errors.append(f"policy.cascade.verifiers[{i}].model: unknown model {verifier.model!r}")

@@ -429,7 +429,7 @@ class Dispatcher:
         """One more answer of the same model, for agreement: one try, charged; None if it failed."""
         sample_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "n")}
         sample_body["temperature"] = verifier.config.temperature  # samples must be free to differ
-        completion = await self._side_call(model, sample_body, "sample", None, outcome, request_id)
+        completion = await self.side_call(model, sample_body, "sample", None, outcome, request_id)
         return completion.body if completion is not None else None
 
     async def _judge(
@@ -449,12 +449,12 @@ class Dispatcher:
             "temperature": 0,
             "max_tokens": 20,
         }
-        reply = await self._side_call(
+        reply = await self.side_call(
             judge, judge_body, "judge", verifier.config.timeout_s, outcome, request_id
         )
         return answer_text(reply.body) if reply is not None else None
 
-    async def _side_call(
+    async def side_call(
         self,
         model: ModelEntry,
         body: dict[str, Any],
@@ -463,8 +463,9 @@ class Dispatcher:
         outcome: Outcome,
         request_id: str,
     ) -> Completion | None:
-        """A call made to verify an answer (a sample, a judge): one try, recorded and charged, never
-        retried and never counted against the model's health — a failure only means "escalate"."""
+        """A call made about an answer (a sample, a judge, a shadow): one try, recorded in ``outcome``
+        and charged, never retried and never counted against the model's health — a failure only
+        means "escalate" (or, for a shadow, "no label"). None if it failed."""
         started = time.perf_counter()
         attempt = Attempt(model.name, model.provider, "ok", purpose=purpose)
         outcome.attempts.append(attempt)

@@ -6,8 +6,10 @@ tokenizer may count a little differently; the ledger records what the answering 
 A request is a *fallback* when the model that answered is not the decision's first choice.
 
 Quality, where the ledger knows it: callers' feedback (the latest grade of each request, 0..1, see
-``POST /v1/feedback``) averaged per group, and the cascade's verdicts — answers its verifiers accepted
-and rejected, counted against the model that gave them.
+``POST /v1/feedback``) averaged per group; the cascade's verdicts — answers its verifiers accepted
+and rejected, counted against the model that gave them; and shadow calls (``policy.shadow``): how
+often the shadow model agreed with each model's answers. Shadow calls are not requests: their cost
+is reported on its own line, outside every group and total.
 """
 
 from __future__ import annotations
@@ -63,8 +65,11 @@ class Group:
 def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> dict[str, Any]:
     """The report as a JSON-ready dict: totals, and groups by model, tier and task type."""
     grades: dict[str, float] = {}
+    shadow_says: dict[str, float] = {}
     for item in sorted(feedback, key=lambda f: f.ts):  # the latest grade of a request counts
-        grades[item.request_id] = item.score
+        (shadow_says if item.source == "shadow" else grades)[item.request_id] = item.score
+    shadow_calls, shadow_cost = 0, 0.0
+    agreement: dict[str, dict[str, int]] = defaultdict(lambda: {"agree": 0, "disagree": 0})
     verdicts: dict[str, dict[str, int]] = defaultdict(lambda: {"accepted": 0, "rejected": 0})
     total = Group()
     by_model: dict[str, Group] = defaultdict(Group)
@@ -74,6 +79,12 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
     answered_cost = 0.0
     latencies: list[float] = []
     for row in rows:
+        if row.decision.get("layer") == "shadow":
+            shadow_calls += 1
+            shadow_cost += row.cost_usd
+            continue
+        if row.id in shadow_says and row.final_model:
+            agreement[row.final_model]["agree" if shadow_says[row.id] >= 0.5 else "disagree"] += 1
         grade = grades.get(row.id)
         total.add(row, grade)
         by_model[row.final_model or "(none)"].add(row, grade)
@@ -105,6 +116,11 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
         "graded": total.graded,
         "mean_score": total.score_sum / total.graded if total.graded else None,
         "cascade": {model: dict(counts) for model, counts in sorted(verdicts.items())},
+        "shadow": {
+            "calls": shadow_calls,
+            "cost_usd": shadow_cost,
+            "agreement": {model: dict(counts) for model, counts in sorted(agreement.items())},
+        },
         "by_model": {k: g.as_dict(n) for k, g in sorted(by_model.items())},
         "by_tier": {k: g.as_dict(n) for k, g in sorted(by_tier.items())},
         "by_task": {k: g.as_dict(n) for k, g in sorted(by_task.items())},
@@ -130,6 +146,11 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(
             f"cascade  {model}: {counts['accepted']} answers accepted, {counts['rejected']} rejected"
         )
+    shadow = summary.get("shadow") or {}
+    if shadow.get("calls"):
+        lines.append(f"shadow   {shadow['calls']} calls, ${shadow['cost_usd']:.4f} (not in the cost above)")
+        for model, counts in shadow["agreement"].items():
+            lines.append(f"shadow   {model}: agreed {counts['agree']}, disagreed {counts['disagree']}")
     for title, key in (("model", "by_model"), ("tier", "by_tier"), ("task", "by_task")):
         groups = summary[key]
         if not groups:

@@ -31,6 +31,7 @@ from .http import HttpPool
 from .ledger import Feedback, Ledger, LedgerRow, NullLedger, open_ledger
 from .policy.engine import Decision, PolicyEngine
 from .providers import Chunk, Provider, build_provider
+from .shadow import ShadowSampler
 from .state import State, open_state
 from .validation import validate_chat_body, validate_feedback_body
 
@@ -164,6 +165,9 @@ class Router:
         self.classifier = (
             TierClassifier(config, self.providers) if config.policy.classifier is not None else None
         )
+        self.shadow = (
+            ShadowSampler(config, self.dispatcher, self.ledger) if config.policy.shadow is not None else None
+        )
         self._counterfactual = config.counterfactual()
         self._capture_prompts = config.storage.capture_prompts
         self._started = False
@@ -196,6 +200,8 @@ class Router:
         self._closed = True
         for chunks in list(self._open_streams.values()):
             await chunks.aclose()  # type: ignore[attr-defined]
+        if self.shadow is not None:
+            await self.shadow.aclose()  # their rows and labels go to the ledger, closed next
         if self._started:
             await self.ledger.close()
         await self.state.close()
@@ -282,6 +288,8 @@ class Router:
         row = await self._log(req, 200, None)
         model = req.outcome.model
         assert model is not None
+        if self.shadow is not None:  # after the row: the request's own figures never include it
+            self.shadow.maybe_start(req.id, self._upstream_body(body), model.name, completion.body)
         return Routed(
             response=completion.body,
             decision=req.decision,

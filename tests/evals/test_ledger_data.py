@@ -126,3 +126,18 @@ def test_the_ledger_loop_simulation_runs(tmp_path: Path) -> None:
     assert any(line.startswith("every answer labelled (offline benchmark)") for line in lines)
     [ledger] = [line for line in lines if line.startswith("ledger, 50% of answers graded")]
     assert "100 prompts:" in ledger  # every traffic prompt got a label: a verdict or a grade
+
+
+def test_a_shadow_label_yields_to_the_callers_and_outranks_the_verdict() -> None:
+    rows = [
+        _row("r1", [_answer("cheap", verified=True)]),  # verified, but the shadow disagreed
+        _row("r2", [_answer("cheap")]),  # unverified; the shadow agreed, then the caller said no
+    ]
+    feedback = [
+        Feedback("r1", 0.0, ts=5.0, source="shadow"),
+        Feedback("r2", 0.0, ts=1.0),  # earlier than the shadow's, and still the caller's word wins
+        Feedback("r2", 1.0, ts=5.0, source="shadow"),
+    ]
+    dataset, counts = ledger_dataset(rows, feedback)
+    assert {p.id: p.results["cheap"].score for p in dataset.prompts} == {"r1": 0.0, "r2": 0.0}
+    assert (counts.feedback_labels, counts.shadow_labels, counts.verifier_labels) == (1, 1, 0)

@@ -172,8 +172,8 @@ def test_train_on_the_gateways_own_traffic(tmp_path: Path) -> None:
     )
     assert trained.returncode == 0, trained.stderr
     assert (
-        "24 ledger rows, 24 with their prompt, 24 labelled (12 by feedback, 24 by the cascade's"
-        in trained.stderr
+        "24 ledger rows, 24 with their prompt, 24 labelled "
+        "(12 by feedback, 0 by shadow calls, 24 by the cascade's" in trained.stderr
     )
     meta = read_artefact(artefact).meta
     [ledger] = meta["training"]["datasets"]

@@ -255,12 +255,13 @@ async def test_feedback_is_stored_at_once_in_arrival_order(db_path: str) -> None
         Feedback(request_id="req-000001", score=0.25, ts=T0 + 3, comment="on second thought…"),
         Feedback(request_id="req-000003", score=0.5, ts=T0 + 3),  # same ts: insertion order breaks the tie
         Feedback(request_id="req-000001", score=1.0, ts=T0 + 5),  # an exact repeat is kept too
+        Feedback(request_id="req-000004", score=0.0, ts=T0 + 6, comment="gpt-4: disagrees", source="shadow"),
     ]
     for feedback in given:
         await ledger.record_feedback(feedback)
     # No flush: record_feedback does not go through the queue; a fresh reader sees it at once.
     reader = SqliteLedger(db_path)
-    expected = [given[1], given[2], given[3], given[0], given[4]]
+    expected = [given[1], given[2], given[3], given[0], given[4], given[5]]
     assert await reader.fetch_feedback() == expected
     assert await reader.fetch_feedback(since=T0 + 3) == expected[1:]
     assert await reader.fetch_feedback(since=T0 + 100) == []

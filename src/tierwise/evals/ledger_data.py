@@ -6,7 +6,9 @@ labels, per model that answered it:
 
 1. the caller's feedback on the request (``POST /v1/feedback``, ``Router.afeedback``) grades the final
    answer, so it labels the model that gave it — the latest feedback wins;
-2. otherwise the cascade's verdict on that model's answer: 1 where the verifiers accepted it
+2. else the shadow model's agreement with that answer (``policy.shadow``: feedback of source
+   ``shadow``, 1 agree, 0 disagree);
+3. else the cascade's verdict on that model's answer: 1 where the verifiers accepted it
    (``Attempt.verified``), 0 where they rejected it (status ``rejected``). A rejected answer stays a
    0 even when feedback grades the answer that replaced it.
 
@@ -40,11 +42,13 @@ class LedgerCounts:
     feedback_labels: int
     verifier_labels: int
     feedback_without_row: int  # feedback whose request is not among ``rows`` (or has no prompt)
+    shadow_labels: int = 0
 
     def describe(self) -> str:
         return (
             f"{self.rows} ledger rows, {self.with_prompt} with their prompt, {self.labelled} labelled "
-            f"({self.feedback_labels} by feedback, {self.verifier_labels} by the cascade's verifiers)"
+            f"({self.feedback_labels} by feedback, {self.shadow_labels} by shadow calls, "
+            f"{self.verifier_labels} by the cascade's verifiers)"
         )
 
 
@@ -52,12 +56,12 @@ def ledger_dataset(
     rows: Sequence[LedgerRow], feedback: Sequence[Feedback], *, name: str = "ledger"
 ) -> tuple[EvalDataset, LedgerCounts]:
     """The labelled prompts of ``rows`` (see the module docstring) and what was counted."""
-    latest: dict[str, Feedback] = {}
-    for item in sorted(feedback, key=lambda f: f.ts):
+    latest: dict[str, Feedback] = {}  # the caller's latest grade, else the shadow's
+    for item in sorted(feedback, key=lambda f: (f.source == "caller", f.ts)):
         latest[item.request_id] = item
     prompts: list[EvalPrompt] = []
     models: set[str] = set()
-    with_prompt = by_feedback = by_verifier = 0
+    with_prompt = by_feedback = by_shadow = by_verifier = 0
     used_feedback: set[str] = set()
     digest = hashlib.sha256()
     for row in rows:
@@ -87,7 +91,10 @@ def ledger_dataset(
             )
             results[row.final_model] = _result(graded.score, *tokens, cost)
             used_feedback.add(row.id)
-            by_feedback += 1
+            if graded.source == "shadow":
+                by_shadow += 1
+            else:
+                by_feedback += 1
         if not results:
             continue
         models.update(results)
@@ -116,6 +123,7 @@ def ledger_dataset(
         feedback_labels=by_feedback,
         verifier_labels=by_verifier,
         feedback_without_row=len(set(latest) - used_feedback),
+        shadow_labels=by_shadow,
     )
     return dataset, counts
 

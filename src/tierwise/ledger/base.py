@@ -62,12 +62,16 @@ class LedgerRow:
 
 @dataclass(slots=True)
 class Feedback:
-    """A caller's grade of the answer one request got (``POST /v1/feedback``, ``Router.feedback``)."""
+    """A grade of the answer one request got: a caller's (``POST /v1/feedback``, ``Router.afeedback``)
+    or the shadow model's agreement (``policy.shadow``)."""
 
     request_id: str
     score: float  # 0..1: 1 = the answer was good enough
     ts: float  # unix seconds when the feedback arrived
     comment: str | None = None
+    # "caller" (POST /v1/feedback, Router.afeedback) or "shadow" (policy.shadow: did the shadow
+    # model's answer agree with the one served)
+    source: str = "caller"
 
 
 class Ledger(Protocol):

@@ -62,8 +62,10 @@ class PostgresLedger(WriteBehindLedger):
         )
         self._select = f"SELECT {', '.join(_rows.COLUMNS)} FROM {t}"
         fb = f'"{table}_feedback"'
-        self._insert_feedback = f"INSERT INTO {fb} (request_id, ts, score, comment) VALUES ($1, $2, $3, $4)"
-        self._select_feedback = f"SELECT request_id, ts, score, comment FROM {fb}"
+        self._insert_feedback = (
+            f"INSERT INTO {fb} (request_id, ts, score, comment, source) VALUES ($1, $2, $3, $4, $5)"
+        )
+        self._select_feedback = f"SELECT request_id, ts, score, comment, source FROM {fb}"
         self._schema = f"""
             CREATE TABLE IF NOT EXISTS {t} (
                 seq BIGINT GENERATED ALWAYS AS IDENTITY,
@@ -95,7 +97,8 @@ class PostgresLedger(WriteBehindLedger):
                 request_id TEXT NOT NULL,
                 ts DOUBLE PRECISION NOT NULL,
                 score DOUBLE PRECISION NOT NULL,
-                comment TEXT
+                comment TEXT,
+                source TEXT NOT NULL DEFAULT 'caller'
             );
             -- "_rid", not "_request_id": with a 48-character table name that would pass PostgreSQL's
             -- 63-byte identifier limit and be truncated (with a NOTICE on every start).
@@ -190,7 +193,12 @@ class PostgresLedger(WriteBehindLedger):
         async with self._acquire() as conn:
             # One statement outside a transaction block: committed when execute returns.
             await conn.execute(
-                self._insert_feedback, _no_nul(feedback.request_id), feedback.ts, feedback.score, comment
+                self._insert_feedback,
+                _no_nul(feedback.request_id),
+                feedback.ts,
+                feedback.score,
+                comment,
+                _no_nul(feedback.source),
             )
 
     async def fetch_feedback(self, *, since: float | None = None) -> list[Feedback]:
@@ -203,7 +211,7 @@ class PostgresLedger(WriteBehindLedger):
         sql += " ORDER BY ts, seq"
         async with self._acquire() as conn:
             records = await conn.fetch(sql, *params)
-        return [Feedback(request_id=r[0], ts=r[1], score=r[2], comment=r[3]) for r in records]
+        return [Feedback(request_id=r[0], ts=r[1], score=r[2], comment=r[3], source=r[4]) for r in records]
 
     async def count(self) -> int:
         async with self._acquire() as conn:

@@ -57,7 +57,8 @@ _SCHEMA_REST: tuple[str, ...] = (
         request_id TEXT NOT NULL,
         ts REAL NOT NULL,
         score REAL NOT NULL,
-        comment TEXT
+        comment TEXT,
+        source TEXT NOT NULL DEFAULT 'caller'
     )""",
     "CREATE INDEX IF NOT EXISTS feedback_request_id ON feedback (request_id)",
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -71,8 +72,8 @@ _COLUMN_LIST = ", ".join(_rows.COLUMNS)
 # OR IGNORE: a row id already stored (a batch retried after an ambiguous failure, or a caller
 # recording the same request twice) is skipped instead of failing the whole batch forever.
 _INSERT = f"INSERT OR IGNORE INTO requests ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_rows.COLUMNS))})"
-_INSERT_FEEDBACK = "INSERT INTO feedback (request_id, ts, score, comment) VALUES (?, ?, ?, ?)"
-_FEEDBACK_SELECT = "SELECT request_id, ts, score, comment FROM feedback"
+_INSERT_FEEDBACK = "INSERT INTO feedback (request_id, ts, score, comment, source) VALUES (?, ?, ?, ?, ?)"
+_FEEDBACK_SELECT = "SELECT request_id, ts, score, comment, source FROM feedback"
 
 _Query = Callable[[sqlite3.Connection], list[tuple[Any, ...]]]
 
@@ -136,7 +137,7 @@ class SqliteLedger(WriteBehindLedger):
             raise RuntimeError("ledger is closed")
         if self._conn is None:
             raise RuntimeError("ledger is not started: await start() first")
-        values = (feedback.request_id, feedback.ts, feedback.score, feedback.comment)
+        values = (feedback.request_id, feedback.ts, feedback.score, feedback.comment, feedback.source)
         await asyncio.to_thread(self._insert_feedback, values)
 
     def _insert_feedback(self, values: tuple[Any, ...]) -> None:
@@ -197,7 +198,7 @@ class SqliteLedger(WriteBehindLedger):
             return conn.execute(sql, params).fetchall()
 
         records = await asyncio.to_thread(self._read, query)
-        return [Feedback(request_id=r[0], ts=r[1], score=r[2], comment=r[3]) for r in records]
+        return [Feedback(request_id=r[0], ts=r[1], score=r[2], comment=r[3], source=r[4]) for r in records]
 
     def _read(self, query: _Query) -> list[tuple[Any, ...]]:
         if not Path(self.path).exists():
