@@ -1,17 +1,19 @@
 """How well does a router trained on the gateway's own ledger route? A simulation on real answers.
 
-    python scripts/ledger_loop.py [--feedback 0.1,0.3,1] [--limit N]
+    python scripts/ledger_loop.py [--runs FEEDBACK/SHADOW,…] [--limit N] [--families linear]
 
 GSM8K's recorded answers (RouteLLM's data: Mixtral-8x7B and GPT-4-1106) are served by a replay
 provider. Half of the prompts (a seeded split) are *traffic*: each goes through an in-process
 ``Router`` running ``examples/cascade-gsm8k.yaml`` (every request starts at Mixtral; the offline
-verifiers may escalate it to GPT-4) with ``storage.capture_prompts`` on. A share of the callers
-(``--feedback``) then grade the answer they got through ``Router.afeedback``, with the benchmark's own
-correctness of that answer, as a user who checks the result would. ``tierwise train``'s procedure then
-fits a router on the ledger alone (feedback + cascade verdicts, ``evals/ledger_data.py``) and, for
-comparison, on the same traffic prompts with every answer of both models labelled (what an offline
-benchmark gives). Both are measured on the other half of the prompts, which neither saw: APGR and
-CPT(50%) of the router alone (RouteLLM's sweep), and of the hybrid (router + the same cascade).
+verifiers may escalate it to GPT-4) with ``storage.capture_prompts`` on. In each run, a share of the
+callers (FEEDBACK) grade the answer they got through ``Router.afeedback``, with the benchmark's own
+correctness of that answer, as a user who checks the result would; and with SHADOW > 0,
+``policy.shadow`` asks GPT-4 that share of the requests Mixtral answered and labels the answer by
+whether the two final numbers agree. ``tierwise train``'s procedure then fits a router on the ledger
+alone (``evals/ledger_data.py``) and, for comparison, on the same traffic prompts with every answer
+of both models labelled (what an offline benchmark gives). Both are measured on the other half of the
+prompts, which neither saw: APGR and CPT(50%) of the router alone (RouteLLM's sweep), and of the
+hybrid (router + the same cascade).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def replay_file(dataset: EvalDataset, path: Path) -> None:
 async def serve_traffic(config: Any, traffic: EvalDataset, feedback_rate: float, seed: int) -> dict[str, int]:
     rng = random.Random(seed)
     router = Router(config)
+    if router.shadow is not None:
+        router.shadow.random.seed(seed + 1)
     served = graded = 0
     try:
         for prompt in traffic.prompts:
@@ -123,7 +127,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--feedback", default="0.1,0.3,1", help="comma list of shares of graded answers")
+    parser.add_argument(
+        "--runs",
+        default="0.1/0,0.3/0,1/0,0/0.1,0/0.3,0.1/0.3",
+        help="comma list of FEEDBACK/SHADOW: the share of answers callers grade and the share of requests "
+        "also asked of GPT-4 by a shadow call (policy.shadow)",
+    )
     parser.add_argument("--limit", type=int, default=0, help="use only the first N prompts (a quick run)")
     parser.add_argument("--families", default="", help="comma list of model families (default: all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -162,9 +171,13 @@ def main() -> int:
         )
         print(f"trained on full labels in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
-        for rate in (float(r) for r in args.feedback.split(",") if r):
-            ledger = Path(tmp) / f"ledger-{rate}.db"
+        for run in (r for r in args.runs.split(",") if r):
+            rate, shadow = (float(x) for x in run.split("/"))
+            ledger = Path(tmp) / f"ledger-{rate}-{shadow}.db"
             doc["storage"] = {"ledger": f"sqlite:///{ledger}", "capture_prompts": True}
+            doc["policy"].pop("shadow", None)
+            if shadow > 0:
+                doc["policy"]["shadow"] = {"model": reference, "share": shadow, "answer": "number"}
             config = parse_config(doc)
             counts = asyncio.run(serve_traffic(config, traffic, rate, args.seed))
             dataset, found = asyncio.run(load_ledger_dataset(f"sqlite:///{ledger}"))
@@ -175,18 +188,18 @@ def main() -> int:
                 **counts,
                 "labelled": found.labelled,
                 "feedback_labels": found.feedback_labels,
+                "shadow_labels": found.shadow_labels,
                 "verifier_labels": found.verifier_labels,
             }
-            results.append(
-                (f"ledger, {rate:.0%} of answers graded", info, measure(trained, embedder, test, fleet))
-            )
-            print(f"ledger at {rate:.0%}: {found.describe()}", file=sys.stderr)
+            label = f"ledger: {rate:.0%} graded, {shadow:.0%} shadowed"
+            results.append((label, info, measure(trained, embedder, test, fleet)))
+            print(f"{label}: {found.describe()}", file=sys.stderr)
 
     print(f"\nGSM8K: {len(traffic)} traffic prompts, {len(test)} held-out test prompts (seed {args.seed})\n")
     print(f"{'trained on':<44} {'router APGR':>11} {'CPT50':>7} {'hybrid APGR':>12} {'CPT50':>7}  labels")
     for label, info, m in results:
         extra = (
-            f"{info['labelled']} prompts: {info['feedback_labels']} feedback, "
+            f"{info['labelled']} prompts: {info['feedback_labels']} grades, {info['shadow_labels']} shadow, "
             f"{info['verifier_labels']} verdicts"
             if info
             else f"{len(traffic)} prompts × 2 models"

@@ -48,14 +48,14 @@ class ShadowSampler:
         self._dispatcher = dispatcher
         self._ledger = ledger
         self._policy_version = config.policy_version()
-        self._random = random.Random(seed)
+        self.random = random.Random(seed)  # seed it for a reproducible sample (simulations, tests)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def maybe_start(
         self, request_id: str, body: dict[str, Any], served_model: str, completion: dict[str, Any]
     ) -> bool:
         """Start a shadow call for this answered request, if it is sampled; True if one started."""
-        if served_model == self.model.name or self._random.random() >= self.share:
+        if served_model == self.model.name or self.random.random() >= self.share:
             return False
         served = answer_text(completion)
         shadow_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "n")}

@@ -113,8 +113,8 @@ def test_the_ledger_loop_simulation_runs(tmp_path: Path) -> None:
             "200",
             "--families",
             "linear",
-            "--feedback",
-            "0.5",
+            "--runs",
+            "0.5/0.5",
         ],
         capture_output=True,
         text=True,
@@ -124,8 +124,8 @@ def test_the_ledger_loop_simulation_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert any(line.startswith("every answer labelled (offline benchmark)") for line in lines)
-    [ledger] = [line for line in lines if line.startswith("ledger, 50% of answers graded")]
-    assert "100 prompts:" in ledger  # every traffic prompt got a label: a verdict or a grade
+    [ledger] = [line for line in lines if line.startswith("ledger: 50% graded, 50% shadowed")]
+    assert "100 prompts:" in ledger  # every traffic prompt got a label: a verdict, a grade or a shadow
 
 
 def test_a_shadow_label_yields_to_the_callers_and_outranks_the_verdict() -> None:
@@ -141,3 +141,25 @@ def test_a_shadow_label_yields_to_the_callers_and_outranks_the_verdict() -> None
     dataset, counts = ledger_dataset(rows, feedback)
     assert {p.id: p.results["cheap"].score for p in dataset.prompts} == {"r1": 0.0, "r2": 0.0}
     assert (counts.feedback_labels, counts.shadow_labels, counts.verifier_labels) == (1, 1, 0)
+
+
+def test_a_shadow_that_agrees_labels_its_own_answer_too() -> None:
+    def shadow_row(of: str) -> LedgerRow:
+        row = _row(f"{of}.shadow", [_answer("strong", cost=0.02)], prompt=None, final="strong")
+        row.decision = {"layer": "shadow", "of": of, "chain": ["strong"]}
+        return row
+
+    rows = [
+        _row("r1", [_answer("cheap")]),
+        shadow_row("r1"),
+        _row("r2", [_answer("cheap")]),
+        shadow_row("r2"),
+    ]
+    feedback = [Feedback("r1", 1.0, ts=1.0, source="shadow"), Feedback("r2", 0.0, ts=1.0, source="shadow")]
+    dataset, counts = ledger_dataset(rows, feedback)
+    scores = {p.id: {m: r.score for m, r in p.results.items()} for p in dataset.prompts}
+    # Agreeing: both answers are labelled good. Disagreeing: the served one is the 0; which of the two
+    # was wrong is not known, so the shadow model's own answer stays unlabelled.
+    assert scores == {"r1": {"cheap": 1.0, "strong": 1.0}, "r2": {"cheap": 0.0}}
+    assert dataset.prompts[0].results["strong"].cost_usd == 0.02
+    assert counts.rows == 4 and counts.with_prompt == 2 and counts.shadow_labels == 2

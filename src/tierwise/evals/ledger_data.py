@@ -7,7 +7,9 @@ labels, per model that answered it:
 1. the caller's feedback on the request (``POST /v1/feedback``, ``Router.afeedback``) grades the final
    answer, so it labels the model that gave it — the latest feedback wins;
 2. else the shadow model's agreement with that answer (``policy.shadow``: feedback of source
-   ``shadow``, 1 agree, 0 disagree);
+   ``shadow``, 1 agree, 0 disagree). Where they agree, the shadow model's own answer is labelled 1
+   too (two models reaching the same answer are most likely both right); where they disagree its
+   label stays missing, since either may be the wrong one;
 3. else the cascade's verdict on that model's answer: 1 where the verifiers accepted it
    (``Attempt.verified``), 0 where they rejected it (status ``rejected``). A rejected answer stays a
    0 even when feedback grades the answer that replaced it.
@@ -64,6 +66,9 @@ def ledger_dataset(
     with_prompt = by_feedback = by_shadow = by_verifier = 0
     used_feedback: set[str] = set()
     digest = hashlib.sha256()
+    shadows = {  # request id → its shadow call's row
+        str(row.decision.get("of")): row for row in rows if row.decision.get("layer") == "shadow"
+    }
     for row in rows:
         if not row.prompt:
             continue
@@ -93,6 +98,12 @@ def ledger_dataset(
             used_feedback.add(row.id)
             if graded.source == "shadow":
                 by_shadow += 1
+                shadow = shadows.get(row.id)
+                if graded.score >= 0.5 and shadow is not None and shadow.final_model is not None:
+                    results.setdefault(
+                        shadow.final_model,
+                        _result(1.0, shadow.input_tokens, shadow.output_tokens, shadow.cost_usd),
+                    )
             else:
                 by_feedback += 1
         if not results:
