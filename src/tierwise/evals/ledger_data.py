@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..ledger import Feedback, LedgerRow
+from ..ledger import Attempt, Feedback, LedgerRow
 from .records import EvalDataset, EvalPrompt, ModelResult
 
 SCORE_SCALE = "feedback score 0..1; else cascade verdict: accepted = 1, rejected = 0"
@@ -143,7 +143,7 @@ def _result(score: float, input_tokens: int, output_tokens: int, cost_usd: float
     return ModelResult(score=score, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd)
 
 
-def _final_attempt(row: LedgerRow):  # type: ignore[no-untyped-def]
+def _final_attempt(row: LedgerRow) -> Attempt | None:
     """The attempt whose answer the client got: the last successful answer of the final model."""
     for attempt in reversed(row.attempts):
         if attempt.purpose == "answer" and attempt.model == row.final_model and attempt.status == "ok":
