@@ -25,7 +25,7 @@ from ..config import Config
 from ..features import Features, extract_features
 from ..policy.engine import PolicyEngine
 from ..policy.learned import Calibration, Embedder, LearnedRouter, Scorer, make_scorer
-from ..train import Trained
+from ..train import Trained, text_of
 from .cascade import CascadeReplay, replay_cascade
 from .fleet import EvalFleet, fleet_from_config
 from .records import EvalDataset
@@ -35,10 +35,12 @@ GRID_POINTS = 41  # thresholds of the calibration: quantiles of the out-of-fold 
 SWEEP_POINTS = 11  # the evaluated curve: RouteLLM's 10 bins
 
 
-class _OutOfFold(LearnedRouter):
-    """The learned layer, answering with each training prompt's out-of-fold prediction, found by the
-    prompt's text. A prompt whose last message is not the user's has a different key in training
-    (``train.text_of``): it is scored by the fitted model instead, in sample — rare, and said here."""
+class _Predicted(LearnedRouter):
+    """The learned layer, answering from a table of predictions keyed by the prompt's text: the
+    out-of-fold predictions of the training prompts (calibration), or the test prompts' own, computed
+    once for every point of the sweep. A prompt missing from the table is scored by the fitted model —
+    in calibration, a prompt whose last message is not the user's has another key in training
+    (``train.text_of``), so it is scored in sample: rare, and said here."""
 
     def __init__(
         self, by_text: dict[str, np.ndarray], scorer: Scorer, embedder: Embedder, **kwargs: Any
@@ -107,7 +109,7 @@ def hybrid_calibration(
     for dataset in training_sets:
         if not all(m.upstream in dataset.models for m in config.models):
             continue
-        kept = [i for i, p in enumerate(dataset.prompts) if _last_text(p.messages) in by_text]
+        kept = [i for i, p in enumerate(dataset.prompts) if text_of(p.messages) in by_text]
         if not kept or not any(r.response for p in dataset.prompts[:50] for r in p.results.values()):
             continue  # no recorded answers to verify: the cascade is not replayable on it
         subset = dataset.subset(kept)
@@ -125,7 +127,7 @@ def hybrid_calibration(
         strongest[d] = float(np.nanmean(data.scores[:, fleet.strongest]))
         verdicts: dict[tuple[int, int, int], bool] = {}  # each answer verified once, at any threshold
         for k, threshold in enumerate(thresholds):
-            router = _OutOfFold(by_text, scorer, embedder, **_router(trained, float(threshold), band))
+            router = _Predicted(by_text, scorer, embedder, **_router(trained, float(threshold), band))
             replay = _replay(router, dataset, fleet, data, verdicts)
             served = replay.choice >= 0
             picked = np.where(served, replay.choice, 0)
@@ -136,10 +138,6 @@ def hybrid_calibration(
     base = float(strongest.mean())
     calibration = Calibration(thresholds, share, cost, quality, quality / base if base > 0 else quality)
     return calibration, [d.name for d, _, _ in usable]
-
-
-def _last_text(messages: Sequence[dict[str, Any]]) -> str:
-    return str(messages[-1].get("content", "")) if messages else ""
 
 
 def hybrid_routing(
@@ -159,16 +157,27 @@ def hybrid_routing(
     scorer = scorer or make_scorer(meta["family"], trained.arrays, meta["params"])
     band = _band(fleet.config)
 
+    # Each test prompt is encoded and scored once; the replays at every threshold look it up.
+    probe = LearnedRouter(scorer, embedder, **_router(trained, threshold, band))
+    by_text: dict[str, np.ndarray] = {}
+    ambiguous: set[str] = set()  # one text, several conversations scoring differently: score each
+    rows = []
+    for prompt in dataset.prompts:
+        features = extract_features({"messages": list(prompt.messages)})
+        row = probe.quality(features)
+        rows.append(row)
+        known = by_text.setdefault(features.text, row)
+        if known is not row and not np.array_equal(known, row):
+            ambiguous.add(features.text)
+    for text in ambiguous:
+        del by_text[text]
+    quality = np.stack(rows)
     verdicts: dict[tuple[int, int, int], bool] = {}
 
     def at(value: float) -> CascadeReplay:
-        router = LearnedRouter(scorer, embedder, **_router(trained, value, band))
+        router = _Predicted(by_text, scorer, embedder, **_router(trained, value, band))
         return _replay(router, dataset, fleet, data, verdicts)
 
-    probe = LearnedRouter(scorer, embedder, **_router(trained, threshold, band))
-    quality = np.stack(
-        [probe.quality(extract_features({"messages": list(p.messages)})) for p in dataset.prompts]
-    )
     edges = _edges(_gaps(quality, int(meta["reference"])), SWEEP_POINTS)[::-1]  # none → all to the strongest
     sweep = [(r.choice, r.extra_cost) for r in map(at, edges)]
     return at(threshold), sweep

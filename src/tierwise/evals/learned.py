@@ -279,22 +279,15 @@ def pooled_report(
         out["apgr"], out["cpt_50"] = pair_metrics(scores, weak, strong)
         if n_boot:
             out["ci95"] = {
-                "apgr": list(
+                key: list(
                     metrics.bootstrap_ci(
-                        lambda i: pair_metrics(scores[i], weak[i], strong[i])[0],
+                        lambda i, k=k: pair_metrics(scores[i], weak[i], strong[i])[k],
                         len(rows),
                         n_boot=n_boot,
                         seed=seed,
                     )
-                ),
-                "cpt_50": list(
-                    metrics.bootstrap_ci(
-                        lambda i: pair_metrics(scores[i], weak[i], strong[i])[1],
-                        len(rows),
-                        n_boot=n_boot,
-                        seed=seed,
-                    )
-                ),
+                )
+                for k, key in enumerate(("apgr", "cpt_50"))
             }
     else:
         choice = np.concatenate([run["choice"] for run in policy.runs])
