@@ -274,9 +274,10 @@ class Router:
     ) -> Routed:
         """Route and complete one non-streamed chat request (an OpenAI body). Raises TierwiseError."""
         req = await self._begin(body, headers, key_id)
+        upstream = self._upstream_body(body)
         try:
             completion = await self.dispatcher.complete(
-                req.decision, self._upstream_body(body), req.features, req.outcome, req.id
+                req.decision, upstream, req.features, req.outcome, req.id
             )
         except ChainExhausted as exc:
             await self._log(req, exc.status, str(exc))
@@ -289,7 +290,7 @@ class Router:
         model = req.outcome.model
         assert model is not None
         if self.shadow is not None:  # after the row: the request's own figures never include it
-            self.shadow.maybe_start(req.id, self._upstream_body(body), model.name, completion.body)
+            self.shadow.maybe_start(req.id, upstream, model.name, completion.body)
         return Routed(
             response=completion.body,
             decision=req.decision,
