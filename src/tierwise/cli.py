@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .router import Router
 
     router = Router.from_config(args.config)
-    app = create_app(router)
+    app = create_app(router, shutdown_timeout=args.shutdown_timeout)
     loop_factory = None
     try:
         import uvloop
@@ -71,7 +71,7 @@ def _route(args: argparse.Namespace) -> int:
     body = {"model": args.model, "messages": [{"role": "user", "content": args.explain}]}
     if args.max_tokens:
         body["max_tokens"] = args.max_tokens
-    validate_chat_body(body)
+    validate_chat_body(body, config.server)
     headers = {
         f"x-tierwise-{k}": str(v)
         for k, v in (

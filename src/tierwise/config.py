@@ -285,7 +285,20 @@ class StorageConfig(_Frozen):
 
 
 class ServerConfig(_Frozen):
+    """Bounds on what one request may be. Anything past them is the client's error (400, or 413 for
+    size), found while parsing and before any routing: a request can never make the gateway fail in a
+    way that blames the server, nor hold back the ledger."""
+
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    # JSON nesting of the body: the ledger's encoder stops at 254 levels and OpenAI's structured
+    # outputs at 5 levels of schema, so 64 leaves room for any real tool schema.
+    max_json_depth: int = Field(default=64, ge=4, le=200)
+    # JSON values (objects, arrays, scalars) in the body: bounds the CPU one request can cost.
+    max_json_items: int = Field(default=200_000, ge=100)
+    max_messages: int = Field(default=4096, ge=1)
+    max_tools: int = Field(default=128, ge=0)  # OpenAI's own limit
+    # Characters of message text (all messages, all parts): ~1M tokens by the features' estimate.
+    max_input_chars: int = Field(default=4_000_000, gt=0)
 
 
 class Config(_Frozen):

@@ -114,14 +114,35 @@ class ChainExhausted(TierwiseError):
 
     def __init__(self, failures: list[AttemptFailure]) -> None:
         self.failures = failures
+        if self.too_long:
+            windows = ", ".join(f"{f.model}: {f.message}" for f in failures)
+            super().__init__(
+                f"messages: no model this request was routed to can fit it ({windows}); shorten the "
+                "messages, lower max_tokens, or name a model with a larger context window"
+            )
+            return
         parts = "; ".join(f"{f.model}: {f.error}: {f.message}" for f in failures) or "no model could be tried"
         super().__init__(f"all upstream models failed: {parts}")
+
+    @property
+    def too_long(self) -> bool:
+        """Every model was skipped because the request exceeds its context window: the client's to fix."""
+        return bool(self.failures) and all(f.error == "ContextTooLong" for f in self.failures)
+
+    @property
+    def code(self) -> str:
+        """The OpenAI-style error code for :attr:`status`."""
+        if self.too_long:
+            return "context_length_exceeded"
+        return "upstream_rejected" if self.status == 400 else "all_upstreams_failed"
 
     @property
     def status(self) -> int:
         """HTTP status that best describes the failure: 400 if every upstream rejected the request
         itself (it is the client's to fix), 504 if all timed out, 503 if every model was skipped or
-        rate limited, else 502."""
+        rate limited, else 502; 400 too if the request fits no model's context window."""
+        if self.too_long:
+            return 400
         errors = {f.error for f in self.failures}
         if errors == {"UpstreamRejected"} and any(f.status in (400, 413, 422) for f in self.failures):
             return 400

@@ -200,6 +200,12 @@ def parse_hints(headers: Mapping[str, str] | None, metadata: Any) -> dict[str, A
     return validate_hints({k: v for k, (v, _) in raw.items()}, sources={k: s for k, (_, s) in raw.items()})
 
 
+# A latency budget beyond an hour says nothing a request of any size could use.
+MAX_LATENCY_MS = 3_600_000
+# Tier and user-tier hints are names: they go into the ledger, reasons and rules, never free text.
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+
+
 def validate_hints(hints: Mapping[str, Any], *, sources: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Check and normalise hint values; raise RequestError naming the offending hint."""
     out: dict[str, Any] = {}
@@ -212,22 +218,46 @@ def validate_hints(hints: Mapping[str, Any], *, sources: Mapping[str, str] | Non
         if value is None:
             continue
         if key == "latency_ms":
-            try:
-                number = int(value)
-            except (TypeError, ValueError):
-                number = -1
-            if number <= 0 or isinstance(value, bool):
-                raise RequestError(
-                    f"{where}: must be a positive integer of milliseconds, got {value!r}", param=where
-                )
-            out[key] = number
+            out[key] = _latency_ms(value, where)
             continue
-        text = str(value).strip().lower()
+        if not isinstance(value, str):
+            raise RequestError(f"{where}: must be a string, got {type(value).__name__}", param=where)
+        text = value.strip().lower()
         allowed = {"task": TASKS, "risk": RISKS, "quality": QUALITIES}.get(key)
-        if allowed is not None and text not in allowed:
-            raise RequestError(f"{where}: must be one of {', '.join(allowed)}, got {value!r}", param=where)
+        if allowed is not None:
+            if text not in allowed:
+                raise RequestError(
+                    f"{where}: must be one of {', '.join(allowed)}, got {_shown(value)}", param=where
+                )
+        elif not _NAME.fullmatch(text):
+            raise RequestError(
+                f"{where}: must be a name of 1 to 64 letters, digits and _.:- , got {_shown(value)}",
+                param=where,
+            )
         out[key] = text
     return out
+
+
+def _latency_ms(value: Any, where: str) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        number = int(value.strip()) if len(value.strip()) <= 12 else MAX_LATENCY_MS + 1
+    if number is None or not 0 < number <= MAX_LATENCY_MS:
+        raise RequestError(
+            f"{where}: must be an integer of milliseconds from 1 to {MAX_LATENCY_MS}, got {_shown(value)}",
+            param=where,
+        )
+    return number
+
+
+def _shown(value: Any) -> str:
+    """A client's value as an error message quotes it: bounded, and ASCII so any header can carry it."""
+    text = ascii(value) if isinstance(value, str | int | float) else type(value).__name__
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def extract_features(body: Mapping[str, Any], hints: Mapping[str, Any] | None = None) -> Features:

@@ -46,6 +46,9 @@ _HINT_METADATA_KEYS = frozenset(
 )
 
 
+_CUT_BY_STOP = "cut short: the gateway stopped before the answer was complete"
+
+
 def _request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
@@ -169,9 +172,11 @@ class Router:
             ShadowSampler(config, self.dispatcher, self.ledger) if config.policy.shadow is not None else None
         )
         self._counterfactual = config.counterfactual()
+        self._largest = max(config.models, key=lambda m: m.context_window)
         self._capture_prompts = config.storage.capture_prompts
         self._started = False
         self._closed = False
+        self._draining = False
         self._sync: _SyncRunner | None = None
         # Streams handed out and not yet finished: closed (and logged) before the ledger closes.
         self._open_streams: dict[str, AsyncIterator[Chunk]] = {}
@@ -193,11 +198,17 @@ class Router:
             self._started = True
             await self.ledger.start()
 
+    def drain(self) -> None:
+        """Say that a stop has begun: a request cut short from now on is logged as the server's
+        failure (503), not as a client that went away (499). ``aclose`` implies it."""
+        self._draining = True
+
     async def aclose(self) -> None:
         """Flush the ledger and release connections. Every request already accepted is logged."""
         if self._closed:
             return
         self._closed = True
+        self._draining = True
         for chunks in list(self._open_streams.values()):
             await chunks.aclose()  # type: ignore[attr-defined]
         if self.shadow is not None:
@@ -222,7 +233,7 @@ class Router:
         self, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
     ) -> tuple[Features, Decision]:
         """Validate, extract features and decide, calling nothing."""
-        validate_chat_body(body)
+        validate_chat_body(body, self.config.server)
         hints = parse_hints(headers, body.get("metadata"))
         features = extract_features(body, hints)
         return features, self.engine.decide(features, model=body["model"])
@@ -250,6 +261,16 @@ class Router:
         if not self._started:
             await self.start()
         features, decision = self.explain(body, headers=headers)
+        if features.context_needed() > self._largest.context_window:
+            raise RequestError(
+                f"messages: the request needs about {features.context_needed()} tokens "
+                f"({features.input_tokens} in the messages, {features.max_output_tokens or 0} for the "
+                f"completion), more than any model of the fleet can take (the largest context window is "
+                f"{self._largest.context_window}, {self._largest.name}); shorten the messages or lower "
+                "max_tokens",
+                param="messages",
+                code="context_length_exceeded",
+            )
         req = _Request(_request_id(), arrived, started, body, features, decision, Outcome(), key_id)
         # The engine uses a classified tier only where it would otherwise take its default, so that is
         # the only place a classifier call can change anything (hints, rules and a learned router win).
@@ -282,9 +303,15 @@ class Router:
         except ChainExhausted as exc:
             await self._log(req, exc.status, str(exc))
             raise
-        except BaseException:
-            req.outcome.status = "cancelled"
-            await self._log(req, 499, "cancelled")
+        except asyncio.CancelledError:
+            if self._draining:  # the server is stopping and could not wait: not the client's doing
+                await self._log(req, 503, _CUT_BY_STOP)
+            else:  # the client went away
+                req.outcome.status = "cancelled"
+                await self._log(req, 499, "cancelled")
+            raise
+        except BaseException as exc:  # our own failure: never recorded as the client's
+            await self._log(req, 500, f"internal error: {type(exc).__name__}")
             raise
         row = await self._log(req, 200, None)
         model = req.outcome.model
@@ -341,10 +368,17 @@ class Router:
         except ProviderError as exc:
             status, error = 502, f"stream interrupted after content was sent: {exc.message}"
             raise
-        except BaseException:
-            status, error = 499, "cancelled"
-            if outcome.status != "interrupted":
-                outcome.status = "cancelled"
+        except (asyncio.CancelledError, GeneratorExit):
+            if self._draining:
+                status, error = 503, _CUT_BY_STOP
+                outcome.status = "interrupted" if outcome.model is not None else "error"
+            else:
+                status, error = 499, "cancelled"
+                if outcome.status != "interrupted":
+                    outcome.status = "cancelled"
+            raise
+        except BaseException as exc:
+            status, error = 500, f"internal error: {type(exc).__name__}"
             raise
         finally:
             self._open_streams.pop(req.id, None)

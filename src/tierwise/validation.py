@@ -9,37 +9,148 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import ServerConfig
 from .errors import RequestError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-_INT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
-_NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+# (lowest, highest) of the integer fields tierwise reads or forwards: OpenAI's own bounds, where it
+# has them, and the int32/int64 ranges upstreams parse into otherwise.
+_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "max_tokens": (0, 2**31 - 1),
+    "max_completion_tokens": (0, 2**31 - 1),
+    "n": (1, 128),
+    "seed": (-(2**63), 2**63 - 1),
+    "top_logprobs": (0, 20),
+}
+_NUMBER_BOUNDS: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+}
+_TOOL_CHOICES = ("none", "auto", "required")
+_MODEL_CHARS = 256
+_METADATA_PAIRS = 64
+_METADATA_KEY_CHARS = 64
+_METADATA_VALUE_CHARS = 512
+# Fields past which a path in an error message is elided: the message names where, not every step.
+_PATH_STEPS = 8
+
+DEFAULT_LIMITS = ServerConfig()
 
 
-def _fail(param: str, message: str) -> RequestError:
-    return RequestError(f"{param}: {message}", param=param)
+def _fail(param: str, message: str, *, status: int = 400, code: str | None = None) -> RequestError:
+    return RequestError(f"{param}: {message}", param=param, status=status, code=code)
 
 
-def validate_chat_body(body: Any) -> dict[str, Any]:
-    """Return ``body`` if it is a well-formed chat request; raise RequestError naming the bad field."""
-    if not isinstance(body, dict):
-        raise RequestError("request body: must be a JSON object", param=None)
-    model = body.get("model")
-    if model is None:
-        raise _fail("model", "required; use 'auto' to let tierwise choose")
-    if not isinstance(model, str) or not model:
-        raise _fail("model", "must be a non-empty string")
-    messages = body.get("messages")
+def _path(steps: tuple[str | int, ...]) -> str:
+    parts = [f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps[:_PATH_STEPS]]
+    text = "".join(parts).lstrip(".") or "request body"
+    return text + ("…" if len(steps) > _PATH_STEPS else "")
+
+
+def check_json_shape(value: Any, *, max_depth: int, max_items: int) -> None:
+    """Raise RequestError if ``value`` nests deeper than ``max_depth`` or holds more than ``max_items``
+    JSON values. Iterative, so no input can exhaust the interpreter's stack; scalars cost nothing."""
+    items = 0
+    stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(value, 1, ())]
+    while stack:
+        node, depth, steps = stack.pop()
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        items += len(node)
+        if items > max_items:
+            raise _fail(
+                _path(steps),
+                f"the body holds more than {max_items} JSON values (server.max_json_items)",
+                status=413,
+                code="request_too_large",
+            )
+        for key, child in children:
+            if isinstance(child, dict | list) and child:
+                if depth >= max_depth:
+                    raise _fail(
+                        _path((*steps, key)),
+                        f"nested deeper than {max_depth} levels (server.max_json_depth)",
+                        code="nesting_too_deep",
+                    )
+                stack.append((child, depth + 1, (*steps, key)))
+
+
+def _check_metadata(metadata: Any) -> None:
+    if not isinstance(metadata, dict):
+        raise _fail("metadata", "must be an object")
+    if len(metadata) > _METADATA_PAIRS:
+        raise _fail("metadata", f"at most {_METADATA_PAIRS} key-value pairs, got {len(metadata)}")
+    for key, value in metadata.items():
+        if len(key) > _METADATA_KEY_CHARS:
+            raise _fail("metadata", f"keys are at most {_METADATA_KEY_CHARS} characters")
+        if isinstance(value, str):
+            if len(value) > _METADATA_VALUE_CHARS:
+                raise _fail(f"metadata.{key}", f"at most {_METADATA_VALUE_CHARS} characters")
+        elif value is not None and not isinstance(value, int | float):  # bool is an int
+            raise _fail(f"metadata.{key}", "must be a string, a number or a boolean")
+
+
+def _check_tool_choice(choice: Any) -> None:
+    if isinstance(choice, str):
+        if choice not in _TOOL_CHOICES:
+            raise _fail("tool_choice", f"must be one of {', '.join(_TOOL_CHOICES)} or an object")
+        return
+    if not isinstance(choice, dict):
+        raise _fail("tool_choice", "must be a string or an object")
+    function = choice.get("function")
+    if function is not None and not (isinstance(function, dict) and isinstance(function.get("name"), str)):
+        raise _fail("tool_choice.function.name", "must be a string")
+
+
+def _check_tools(name: str, tools: Any, limit: int) -> None:
+    if not isinstance(tools, list):
+        raise _fail(name, "must be an array")
+    if len(tools) > limit:
+        raise _fail(name, f"at most {limit} tools (server.max_tools), got {len(tools)}")
+    for i, tool in enumerate(tools):
+        function = (tool.get("function") if name == "tools" else tool) if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            where = f"{name}[{i}].function.name" if name == "tools" else f"{name}[{i}].name"
+            raise _fail(where, "required")
+
+
+def _check_numbers(body: dict[str, Any]) -> None:
+    for name, (low, high) in _INT_BOUNDS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _fail(name, f"must be an integer from {low} to {high}, got {value!r}")
+        if not low <= value <= high:
+            raise _fail(name, f"must be from {low} to {high}, got {value}")
+    for name, (lo, hi) in _NUMBER_BOUNDS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise _fail(name, f"must be a number from {lo:g} to {hi:g}, got {value!r}")
+        if not lo <= value <= hi:  # also false for NaN
+            raise _fail(name, f"must be from {lo:g} to {hi:g}, got {value!r}")
+
+
+def _check_messages(messages: Any, limits: ServerConfig) -> None:
     if messages is None:
         raise _fail("messages", "required")
     if not isinstance(messages, list) or not messages:
         raise _fail("messages", "must be a non-empty array")
+    if len(messages) > limits.max_messages:
+        raise _fail(
+            "messages", f"at most {limits.max_messages} messages (server.max_messages), got {len(messages)}"
+        )
+    chars = 0
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _fail(f"messages[{i}]", "must be an object")
         role = message.get("role")
         if role not in ROLES:
-            raise _fail(f"messages[{i}].role", f"must be one of {', '.join(sorted(ROLES))}, got {role!r}")
+            shown = role if isinstance(role, str | None) else type(role).__name__
+            raise _fail(f"messages[{i}].role", f"must be one of {', '.join(sorted(ROLES))}, got {shown!r}")
         content = message.get("content")
         if content is None:
             if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
@@ -47,39 +158,67 @@ def validate_chat_body(body: Any) -> dict[str, Any]:
             if role == "assistant" and "content" in message and message.get("refusal"):
                 continue
             raise _fail(f"messages[{i}].content", "required")
-        if isinstance(content, list):
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
                     raise _fail(f"messages[{i}].content[{j}]", "must be an object with a 'type'")
-        elif not isinstance(content, str):
+                text = part.get("text")
+                if isinstance(text, str):
+                    chars += len(text)
+        else:
             raise _fail(f"messages[{i}].content", "must be a string or an array of content parts")
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
             raise _fail(f"messages[{i}].tool_call_id", "required for role 'tool'")
+        tool_calls = message.get("tool_calls")
+        if tool_calls is not None and not isinstance(tool_calls, list):
+            raise _fail(f"messages[{i}].tool_calls", "must be an array")
+    if chars > limits.max_input_chars:
+        raise _fail(
+            "messages",
+            f"{chars} characters of text exceed the limit of {limits.max_input_chars} "
+            "(server.max_input_chars)",
+            status=413,
+            code="request_too_large",
+        )
+
+
+def validate_chat_body(body: Any, limits: ServerConfig = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Return ``body`` if it is a well-formed chat request within ``limits``; raise RequestError
+    naming the bad field (400, or 413 for a request too large to serve)."""
+    if not isinstance(body, dict):
+        raise RequestError("request body: must be a JSON object", param=None)
+    check_json_shape(body, max_depth=limits.max_json_depth, max_items=limits.max_json_items)
+    model = body.get("model")
+    if model is None:
+        raise _fail("model", "required; use 'auto' to let tierwise choose")
+    if not isinstance(model, str) or not model or len(model) > _MODEL_CHARS:
+        raise _fail("model", f"must be a non-empty string of at most {_MODEL_CHARS} characters")
+    _check_messages(body.get("messages"), limits)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _fail("stream", "must be a boolean")
-    for name in _INT_FIELDS:
-        value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise _fail(name, "must be a non-negative integer")
-    for name in _NUMBER_FIELDS:
-        value = body.get(name)
-        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
-            raise _fail(name, "must be a number")
-    tools = body.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list):
-            raise _fail("tools", "must be an array")
-        for i, tool in enumerate(tools):
-            function = tool.get("function") if isinstance(tool, dict) else None
-            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                raise _fail(f"tools[{i}].function.name", "required")
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise _fail("metadata", "must be an object")
+    _check_numbers(body)
+    for name in ("tools", "functions"):
+        if body.get(name) is not None:
+            _check_tools(name, body[name], limits.max_tools)
+    if body.get("tool_choice") is not None:
+        _check_tool_choice(body["tool_choice"])
+    if body.get("metadata") is not None:
+        _check_metadata(body["metadata"])
+    response_format = body.get("response_format")
+    if response_format is not None and not (
+        isinstance(response_format, dict) and isinstance(response_format.get("type"), str)
+    ):
+        raise _fail("response_format", "must be an object with a 'type'")
     stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise _fail("stream_options", "must be an object")
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise _fail("stream_options", "must be an object")
+        usage = stream_options.get("include_usage")
+        if usage is not None and not isinstance(usage, bool):
+            raise _fail("stream_options.include_usage", "must be a boolean")
     return body
 
 

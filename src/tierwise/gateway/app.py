@@ -8,12 +8,16 @@ and logging all live below; this module only knows HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
+import zlib
+from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..errors import ProviderError, RequestError, TierwiseError
 from ..router import Router
@@ -24,6 +28,7 @@ from .responses import (
     error_response,
     json_response,
     sse_error,
+    sse_error_event,
     sse_frame,
     tierwise_headers,
 )
@@ -32,21 +37,74 @@ log = logging.getLogger("tierwise.gateway")
 
 ROUTER_KEY: web.AppKey[Router] = web.AppKey("router", Router)
 CREATED_KEY: web.AppKey[int] = web.AppKey("created", int)
+# The handler tasks of streams being written, and the stop that may cut them (see create_app).
+STREAMS_KEY: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams", set)
+STOPPING_KEY: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
+CUTTER_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("cutter", asyncio.Task)
+
+
+# Content codings a client may compress its body with. The gateway decodes them itself (aiohttp's own
+# decoding is off, see create_app) so that a body that is not what its header says is a 400 in the
+# OpenAI format, never a dropped connection, and a small body cannot inflate past the size limit.
+_CODINGS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+
+
+def _too_large(limit: int) -> RequestError:
+    return RequestError(
+        f"request body: exceeds the limit of {limit} bytes (server.max_body_bytes)",
+        status=413,
+        code="request_too_large",
+    )
+
+
+def _decode(raw: bytes, encoding: str, limit: int) -> bytes:
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+    for coding in reversed(codings):  # listed in the order they were applied
+        if coding == "identity":
+            continue
+        wbits = _CODINGS.get(coding)
+        if wbits is None or len(codings) > 2:
+            raise RequestError(
+                f"Content-Encoding: {encoding[:40]!r} is not supported; send gzip, deflate or identity",
+                param="Content-Encoding",
+                status=415,
+                code="unsupported_content_encoding",
+            )
+        raw = _inflate(raw, wbits, coding, limit)
+    return raw
+
+
+def _inflate(raw: bytes, wbits: int, coding: str, limit: int) -> bytes:
+    # "deflate" is a zlib stream by the RFC, but some clients send bare deflate: accept both.
+    for bits in (wbits, -zlib.MAX_WBITS) if coding == "deflate" else (wbits,):
+        inflater = zlib.decompressobj(bits)
+        try:
+            out = inflater.decompress(raw, limit + 1)
+        except zlib.error:
+            continue
+        if len(out) > limit:
+            raise _too_large(limit)
+        if inflater.eof and not inflater.unused_data:
+            return out
+    raise RequestError(
+        f"request body: not valid {coding} data, as its Content-Encoding header says",
+        param="Content-Encoding",
+        code="invalid_content_encoding",
+    )
 
 
 async def _read_json(request: web.Request, limit: int) -> object:
     if request.content_length is not None and request.content_length > limit:
-        raise RequestError(
-            f"request body: {request.content_length} bytes exceeds the limit of {limit}",
-            status=413,
-            code="request_too_large",
-        )
+        raise _too_large(limit)
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise RequestError(
-            f"request body: exceeds the limit of {limit} bytes", status=413, code="request_too_large"
-        ) from None
+        raise _too_large(limit) from None
+    except RequestPayloadError as exc:  # a chunked body cut or framed wrongly by the client
+        raise RequestError(f"request body: could not be read: {' '.join(str(exc).split())}") from None
+    encoding = request.headers.get("Content-Encoding")
+    if encoding:
+        raw = _decode(raw, encoding, limit)
     if not raw:
         raise RequestError("request body: empty; expected a JSON object")
     try:
@@ -92,6 +150,10 @@ async def _stream(request: web.Request, router: Router, body: dict) -> web.Strea
         }
     )
     iterator = aiter(stream)
+    streams = request.app[STREAMS_KEY]
+    task = asyncio.current_task()
+    assert task is not None
+    streams.add(task)
     try:
         await response.prepare(request)
         async for chunk in iterator:
@@ -100,13 +162,31 @@ async def _stream(request: web.Request, router: Router, body: dict) -> web.Strea
         await response.write(sse_error(exc))  # explicit error event, and no [DONE]
         await response.write_eof()
         return response
-    except (ConnectionResetError, asyncio.CancelledError):
+    except asyncio.CancelledError:
+        if not request.app[STOPPING_KEY].is_set() or task.uncancel() > 0:
+            await iterator.aclose()  # type: ignore[attr-defined]
+            raise
+        # Cut by a stop that did not wait for it: the client hears so, rather than a silent truncation.
+        await iterator.aclose()  # type: ignore[attr-defined]
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write(sse_error_event(_CUT_BY_STOP, type="server_error"))
+            await response.write_eof()
+        return response
+    except ConnectionResetError:
         await iterator.aclose()  # type: ignore[attr-defined]
         raise
+    finally:
+        streams.discard(task)
     # The cost is known only now; SSE comments are ignored by clients but visible to curl users.
     await response.write(f": x-tierwise-cost-usd {stream.cost_usd:.8f}\n\n".encode() + SSE_DONE)
     await response.write_eof()
     return response
+
+
+_CUT_BY_STOP = "the gateway stopped before this stream was complete; retry the request"
+# How long before the server's own shutdown timeout the streams still open are ended with an error
+# event: the transport must still be open when they write it.
+_STREAM_CUT_MARGIN_S = 0.5
 
 
 async def feedback(request: web.Request) -> web.Response:
@@ -188,13 +268,24 @@ async def _errors(request: web.Request, handler):  # type: ignore[no-untyped-def
         return error_response(RuntimeError())
 
 
-def create_app(router: Router, *, close_router: bool = True) -> web.Application:
+def create_app(
+    router: Router, *, close_router: bool = True, shutdown_timeout: float = 60.0
+) -> web.Application:
     """The aiohttp application serving ``router``. With ``close_router`` the app's shutdown flushes
-    the ledger and closes the router."""
+    the ledger and closes the router. ``shutdown_timeout`` is the one given to the server (aiohttp's
+    ``run_app``/``AppRunner``): streams still open just before it runs out are ended with a
+    ``stream_interrupted`` error event, so no client mistakes a cut stream for a complete one."""
     # aiohttp enforces the body limit too (a chunked body has no Content-Length to check up front).
-    app = web.Application(middlewares=[_errors], client_max_size=router.config.server.max_body_bytes)
+    # Its content decoding is off: _read_json decodes, so a bad body is a 400 and not a dropped connection.
+    app = web.Application(
+        middlewares=[_errors],
+        client_max_size=router.config.server.max_body_bytes,
+        handler_args={"auto_decompress": False},
+    )
     app[ROUTER_KEY] = router
     app[CREATED_KEY] = int(time.time())
+    app[STREAMS_KEY] = set()
+    app[STOPPING_KEY] = asyncio.Event()
 
     async def on_startup(app: web.Application) -> None:
         await router.start()
@@ -203,11 +294,21 @@ def create_app(router: Router, *, close_router: bool = True) -> web.Application:
         gc.collect()
         gc.freeze()
 
+    async def on_shutdown(app: web.Application) -> None:
+        # Runs when the listener has closed and before the server waits for requests in flight.
+        router.drain()
+        if app[STREAMS_KEY]:
+            app[CUTTER_KEY] = asyncio.create_task(_cut_streams(app, shutdown_timeout - _STREAM_CUT_MARGIN_S))
+
     async def on_cleanup(app: web.Application) -> None:
+        cutter = app.get(CUTTER_KEY)
+        if cutter is not None:
+            cutter.cancel()
         if close_router:
             await router.aclose()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
@@ -215,3 +316,10 @@ def create_app(router: Router, *, close_router: bool = True) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+async def _cut_streams(app: web.Application, after_s: float) -> None:
+    await asyncio.sleep(max(0.0, after_s))
+    app[STOPPING_KEY].set()
+    for task in list(app[STREAMS_KEY]):
+        task.cancel()

@@ -51,8 +51,8 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> web.
                 "error": {
                     "message": str(exc),
                     "type": "invalid_request_error" if status == 400 else "upstream_error",
-                    "param": None,
-                    "code": "upstream_rejected" if status == 400 else "all_upstreams_failed",
+                    "param": "messages" if exc.too_long else None,
+                    "code": exc.code,
                     "attempts": [
                         {"model": f.model, "error": f.error, "status": f.status, "message": f.message}
                         for f in exc.failures
@@ -74,14 +74,12 @@ def sse_error(exc: ProviderError) -> bytes:
 
     The ``openai`` SDKs raise an APIError when a data event carries an ``error`` object.
     """
-    payload = {
-        "error": {
-            "message": f"upstream stream interrupted after content was sent: {exc.message}",
-            "type": "upstream_error",
-            "param": None,
-            "code": "stream_interrupted",
-        }
-    }
+    return sse_error_event(f"upstream stream interrupted after content was sent: {exc.message}")
+
+
+def sse_error_event(message: str, *, type: str = "upstream_error") -> bytes:
+    """A ``stream_interrupted`` error event: what ends a stream that cannot end with [DONE]."""
+    payload = {"error": {"message": message, "type": type, "param": None, "code": "stream_interrupted"}}
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 

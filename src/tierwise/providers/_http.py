@@ -29,6 +29,7 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..http import HttpPool
+from ..redact import Redactor
 
 MESSAGE_CHARS = 300  # upstream error messages are cut to this length
 _DRAIN_S = 0.5  # after the end marker, wait this long at most for the body's end, to reuse the connection
@@ -193,7 +194,7 @@ class Upstream:
         self.timeouts = timeouts
         self._headers = headers
         self._http = http
-        self._secret = secret
+        self._redact = Redactor([secret])
         self._json_timeout = aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.first_byte
         )
@@ -316,14 +317,11 @@ class Upstream:
     # -- errors -----------------------------------------------------------------------------------
 
     def _error(self, cls: type[ProviderError], model: str, message: str, **fields: Any) -> ProviderError:
-        if self._secret:
-            message = message.replace(self._secret, "[redacted]")
-        return cls(message, model=model, **fields)
+        return cls(self._redact(message), model=model, **fields)
 
     def _clip(self, text: str) -> str:
-        text = " ".join(text.split())
-        if self._secret:  # before clipping, so a clipped key cannot survive as a prefix
-            text = text.replace(self._secret, "[redacted]")
+        # Redacted before it is cut, so a key the cut would split cannot survive as a prefix.
+        text = self._redact(" ".join(text[: MESSAGE_CHARS * 4].split()))
         return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
     def status_error(
@@ -362,7 +360,7 @@ class Upstream:
         return self._error(cls, model, message, status=status)
 
     def invalid_json(self, model: str, payload: bytes) -> ProviderError:
-        snippet = self._clip(payload[:200].decode("utf-8", "replace")) or "(empty body)"
+        snippet = self._clip(payload[: MESSAGE_CHARS * 4].decode("utf-8", "replace")) or "(empty body)"
         return self._error(
             UpstreamUnavailable, model, f"{model}: invalid JSON from {self.provider}: {snippet}"
         )
