@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import orjson
 import yaml
 
 from tests.fakes.upstream import FakeUpstream, free_port
@@ -88,3 +89,56 @@ async def test_sigterm_under_load_keeps_every_answered_row(tmp_path: Path) -> No
         logged = {row[0] for row in conn.execute("SELECT id FROM requests")}
     assert set(answered) <= logged
     assert len(logged) == len(upstream.requests)  # one row per request that reached an upstream
+
+
+async def test_a_stream_cut_by_the_stop_ends_with_an_error_event(tmp_path: Path) -> None:
+    # A stream still running when --shutdown-timeout runs out used to be cut with neither an error
+    # event nor [DONE]: a client could not tell it from a complete answer.
+    upstream = await FakeUpstream(kind="openai", reply="word " * 400, chunk_delay_s=0.02).start()
+    db = tmp_path / "ledger.db"
+    config = fleet_config(
+        {"cheap": upstream.url, "backup": upstream.url, "strong": upstream.url}, ledger=f"sqlite:///{db}"
+    )
+    config["providers"]["strong"]["kind"] = "openai"
+    path = tmp_path / "tierwise.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tierwise.cli", "serve", "--config", str(path), "--port", str(port),
+        "--shutdown-timeout", "1.5", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    events: list[bytes] = []
+    try:
+        await wait_healthy(f"{base}/healthz", proc)
+        body = {
+            "model": "auto",
+            "stream": True,
+            "messages": [{"role": "user", "content": "Classify: spam or not? 'WIN $$$'"}],
+        }
+        async with aiohttp.ClientSession() as http, http.post(f"{base}/v1/chat/completions", json=body) as r:
+            assert r.status == 200
+            request_id = r.headers["x-tierwise-request-id"]
+            stopped_at = None
+            async for line in r.content:
+                if line.startswith(b"data: "):
+                    events.append(line[6:].strip())
+                if len(events) == 5 and stopped_at is None:
+                    proc.send_signal(signal.SIGTERM)
+                    stopped_at = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await upstream.stop()
+    assert 10 < len(events) < 400  # it was streaming, and it did not finish
+    assert b"[DONE]" not in events
+    last = orjson.loads(events[-1])
+    assert last["error"]["code"] == "stream_interrupted"
+    assert "gateway stopped" in last["error"]["message"]
+    with sqlite3.connect(db) as conn:
+        status, http_status = conn.execute(
+            "SELECT status, http_status FROM requests WHERE id = ?", (request_id,)
+        ).fetchone()
+    assert (status, http_status) == ("interrupted", 503)  # the server's doing, not the client's

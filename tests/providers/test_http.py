@@ -133,3 +133,16 @@ def test_secret_is_redacted_before_clipping() -> None:
     payload = ('{"error": {"message": "' + "x" * 280 + secret + '"}}').encode()
     exc = upstream.status_error("m", 401, payload, {})
     assert secret[:20] not in str(exc)
+
+
+@pytest.mark.parametrize("offset", [170, 185, 195, 200, 290])
+def test_a_key_straddling_the_cut_of_a_non_json_body_never_survives(offset: int) -> None:
+    # A non-JSON error body used to be cut to 200 bytes before redaction, so a key across byte 200
+    # reached the client's 502 and the ledger's error column (33 of its 37 characters).
+    secret = "sk-upstream-SECRET-0123456789abcdefgh"
+    upstream = Upstream(provider="p", url="http://127.0.0.1:1/", headers={}, timeouts=Timeouts(),
+                        http=HttpPool(), secret=secret)  # fmt: skip
+    payload = ("<html>" + "y" * (offset - 6) + secret + " oops</html>").encode()
+    for exc in (upstream.invalid_json("m", payload), upstream.status_error("m", 502, payload, {})):
+        text = str(exc)
+        assert all(secret[i : i + 8] not in text for i in range(len(secret) - 7)), text
