@@ -148,7 +148,7 @@ def _check_messages(messages: Any, limits: ServerConfig) -> None:
         if not isinstance(message, dict):
             raise _fail(f"messages[{i}]", "must be an object")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             shown = role if isinstance(role, str | None) else type(role).__name__
             raise _fail(f"messages[{i}].role", f"must be one of {', '.join(sorted(ROLES))}, got {shown!r}")
         content = message.get("content")
@@ -207,6 +207,10 @@ def validate_chat_body(body: Any, limits: ServerConfig = DEFAULT_LIMITS) -> dict
         _check_tool_choice(body["tool_choice"])
     if body.get("metadata") is not None:
         _check_metadata(body["metadata"])
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str):
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _fail("stop", "must be a string or an array of strings")
     response_format = body.get("response_format")
     if response_format is not None and not (
         isinstance(response_format, dict) and isinstance(response_format.get("type"), str)
