@@ -59,6 +59,7 @@ def test_minimal_config_gets_defaults() -> None:
     config = parse_config(BASE)
     assert config.tiers == DEFAULT_TIERS
     assert config.storage.ledger == "sqlite:///./tierwise.db"
+    assert (config.storage.spill_dir, config.storage.spill_max_bytes) == (None, 1 << 30)
     assert config.policy.rules is None
     assert config.counterfactual().name == "strong"
     assert len(config.policy_version()) == 12
@@ -75,6 +76,7 @@ def test_minimal_config_gets_defaults() -> None:
         ("providers.up.kind", "grpc", "providers.up.kind: must be one of 'openai', 'anthropic' or 'replay'"),
         ("providers.up.base_url", "ftp://x", "providers.up.base_url: must start with http:// or https://"),
         ("storage.ledger", "mysql://x", "storage.ledger: must be sqlite:///PATH, postgresql://… or none"),
+        ("storage.spill_max_bytes", -1, "storage.spill_max_bytes: must be ≥ 0"),
         (
             "policy.rules",
             [{"name": "r", "when": {"tsk": "code"}, "tier": "draft"}],
@@ -107,12 +109,35 @@ def test_minimal_config_gets_defaults() -> None:
         ),
         ("policy.fallbacks", {"ghost": ["cheap"]}, "policy.fallbacks.ghost: unknown model"),
         ("policy.retry", {"attempts": 0}, "policy.retry.attempts: must be ≥ 1"),
+        ("policy.cooldown.mode", "window", "policy.cooldown.mode: must be one of 'ratio' or 'consecutive'"),
+        ("policy.cooldown", {"failure_ratio": 1.5}, "policy.cooldown.failure_ratio: must be ≤ 1"),
+        ("policy.cooldown", {"min_calls": 0}, "policy.cooldown.min_calls: must be ≥ 1"),
+        ("policy.cooldown", {"window_s": 0}, "policy.cooldown.window_s: must be > 0"),
+        (
+            "policy.cooldown",
+            {"seconds": 30, "max_seconds": 10},
+            "policy.cooldown.max_seconds: must be ≥ seconds (30), got 10",
+        ),
+        (
+            "policy.cooldown",
+            {"mode": "consecutive", "min_calls": 50},
+            "policy.cooldown.min_calls: only for mode ratio; mode is consecutive",
+        ),
     ],
 )
 def test_errors_name_the_field(path: str, value: object, expected: str) -> None:
     message = error_of(with_change(path, value))
     assert expected in message, message
     assert message.startswith("t.yaml: invalid configuration")
+
+
+def test_a_cooldown_written_for_the_consecutive_breaker_still_loads() -> None:
+    cooldown = parse_config(with_change("policy.cooldown", {"failures": 3, "seconds": 30})).policy.cooldown
+    assert (cooldown.mode, cooldown.failures, cooldown.seconds) == ("ratio", 3, 30)
+    cooldown = parse_config(
+        with_change("policy.cooldown", {"mode": "consecutive", "failures": 5, "seconds": 30})
+    ).policy.cooldown
+    assert (cooldown.mode, cooldown.failures, cooldown.seconds) == ("consecutive", 5, 30)
 
 
 def test_missing_required_fields_are_named() -> None:

@@ -21,7 +21,8 @@ API (keyword-only options; every attribute below may be changed while the server
     up.url        "http://127.0.0.1:PORT/v1" (openai) or "http://127.0.0.1:PORT" (anthropic)
     up.port, up.requests (parsed JSON bodies, in order), up.headers (lower-cased keys), up.connections
     up.fail_next(n, *, status=500, retry_after=None, body=None, headers=None)
-    up.fault(None | "500" | "429" | "slow" | "cut_after_first_chunk" | "error_in_stream" | "hang" | "garbage")
+    up.fault(None | "500" | "429" | "slow" | "cut_after_first_chunk" | "error_in_stream" | "hang" | "garbage"
+             | "random_500", *, rate=1.0, seed=None)
     free_port() -> int; await refused_url(kind="openai") -> str
     openai_error_body(status, message=None), anthropic_error_body(status, message=None): real error bodies
 
@@ -49,6 +50,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import random
 import re
 import socket
 import time
@@ -59,7 +61,17 @@ import orjson
 from aiohttp import web
 
 Kind = Literal["openai", "anthropic"]
-FAULTS = (None, "500", "429", "slow", "cut_after_first_chunk", "error_in_stream", "hang", "garbage")
+FAULTS = (
+    None,
+    "500",
+    "429",
+    "slow",
+    "cut_after_first_chunk",
+    "error_in_stream",
+    "hang",
+    "garbage",
+    "random_500",
+)
 SLOW_DEFAULT_S = 10.0  # what "slow" waits when delay_s is 0
 
 # Error bodies as the real APIs send them. OpenAI: {"error": {"message", "type", "param", "code"}}.
@@ -204,6 +216,8 @@ class FakeUpstream:
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._failures: deque[tuple[int, dict[str, str], dict[str, Any] | None]] = deque()
         self._fault: str | None = None
+        self._fault_rate = 1.0
+        self._fault_random = random.Random()
         self._ids = itertools.count(1)
         self._peers: set[Any] = set()  # (host, port) of each client connection seen
         self._runner: web.AppRunner | None = None
@@ -240,9 +254,11 @@ class FakeUpstream:
             extra["Retry-After"] = retry_after
         self._failures.extend([(status, extra, body)] * n)
 
-    def fault(self, mode: str | None) -> None:
+    def fault(self, mode: str | None, *, rate: float = 1.0, seed: int | None = None) -> None:
         """A persistent failure mode until ``fault(None)``:
         "500" / "429": every request gets that error (no Retry-After; use ``fail_next`` for one);
+        "random_500": each request gets a 500 with probability ``rate``, drawn from a generator seeded
+        with ``seed`` (the same seed fails the same requests, counted in arrival order);
         "slow": wait ``delay_s`` (or 10 s if it is 0) before the response headers;
         "cut_after_first_chunk": streams send their role chunk and first content chunk (Anthropic:
         message_start … the first content_block_delta), then the connection is closed with no
@@ -254,7 +270,11 @@ class FakeUpstream:
         not JSON, then the end of the body)."""
         if mode not in FAULTS:
             raise ValueError(f"unknown fault {mode!r}; use one of {FAULTS}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be between 0 and 1, got {rate!r}")
         self._fault = mode
+        self._fault_rate = rate
+        self._fault_random = random.Random(seed)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -320,7 +340,7 @@ class FakeUpstream:
             status, headers, custom = self._failures.popleft()
             return None, self._error(status, body=custom, headers=headers)
         fault = self._fault
-        if fault == "500":
+        if fault == "500" or (fault == "random_500" and self._fault_random.random() < self._fault_rate):
             return None, self._error(500)
         if fault == "429":
             return None, self._error(429)
@@ -444,6 +464,13 @@ class FakeUpstream:
             return self._error(400, "you must provide a model parameter")
         if not isinstance(messages, list) or not messages:
             return self._error(400, "[] is too short - 'messages'")
+        stops = body.get("stop")
+        if (
+            stops is not None
+            and not isinstance(stops, str)
+            and not (isinstance(stops, list) and all(isinstance(stop, str) for stop in stops))
+        ):
+            return self._error(400, "Invalid type for 'stop': expected a string or an array of strings")
         choice = body.get("tool_choice")
         if isinstance(choice, dict):
             choice = (choice.get("function") or {}).get("name")

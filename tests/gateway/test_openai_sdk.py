@@ -173,7 +173,8 @@ def test_400_from_upstream_is_not_retried(stack: Stack, client: openai.OpenAI) -
 
 def test_breaker_opens_after_repeated_failures(stack: Stack, client: openai.OpenAI) -> None:
     stack.upstreams["cheap"].fault("500")
-    for _ in range(2):  # 2 attempts each: the third consecutive failure opens the breaker
+    # 2 attempts each: min_calls failed calls in the window open the (ratio) breaker.
+    for _ in range(stack.router.config.policy.cooldown.min_calls // 2):
         client.chat.completions.create(model="auto", messages=CLASSIFY)
     before = len(stack.upstreams["cheap"].requests)
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=CLASSIFY)

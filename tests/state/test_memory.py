@@ -59,3 +59,29 @@ async def test_spend_adds_up_per_key() -> None:
     assert await state.add_spend("team-b", 1.0) == 1.0
     assert await state.spend("team-a") == 0.75
     await state.close()
+
+
+async def test_eject_opens_once_without_extending_and_ends_on_the_clock() -> None:
+    now = [100.0]
+    state = MemoryState(clock=lambda: now[0])
+    assert await state.eject("m", 10) is True
+    assert await state.cooling(["m", "other"]) == frozenset({"m"})
+    now[0] = 105.0
+    # Another replica's (or a late) ejection neither stacks on nor extends an open one.
+    assert await state.eject("m", 60) is False
+    now[0] = 110.0
+    assert await state.cooling(["m"]) == frozenset()
+    assert await state.eject("m", 5) is True
+    now[0] = 114.9
+    assert await state.cooling(["m"]) == frozenset({"m"})
+
+
+async def test_eject_and_consecutive_failures_share_one_breaker() -> None:
+    now = [0.0]
+    state = MemoryState(clock=lambda: now[0])
+    await state.record_failure("m", threshold=2, cooldown_s=60)
+    assert await state.eject("m", 10) is True
+    assert await state.record_failure("m", threshold=2, cooldown_s=60) is False  # open: not counted
+    now[0] = 10.0
+    # The ejection dropped the count it interrupted: a fresh run of failures is needed.
+    assert await state.record_failure("m", threshold=2, cooldown_s=60) is False

@@ -95,6 +95,26 @@ async def test_success_resets_the_count_for_every_replica(replicas: tuple[RedisS
     assert await one.cooling(["m"]) == frozenset()
 
 
+async def test_an_ejection_is_seen_by_every_replica_and_never_extended(
+    replicas: tuple[RedisState, RedisState],
+) -> None:
+    one, two = replicas
+    assert await one.eject("m", 0.3) is True
+    assert await two.cooling(["m", "other"]) == frozenset({"m"})
+    # Replicas judging the same model eject it together: the first wins, the rest do not extend it.
+    assert await two.eject("m", 60) is False
+    await asyncio.sleep(0.45)
+    assert await one.cooling(["m"]) == frozenset()
+    assert await two.eject("m", 60) is True
+    assert await one.cooling(["m"]) == frozenset({"m"})
+
+
+async def test_simultaneous_ejections_open_the_breaker_once(replicas: tuple[RedisState, RedisState]) -> None:
+    one, two = replicas
+    results = await asyncio.gather(*(state.eject("m", 60) for state in [one, two] * 5))
+    assert results.count(True) == 1
+
+
 async def test_cooling_asks_about_a_whole_chain_in_one_round_trip(
     prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,6 +146,7 @@ async def test_unreachable_redis_fails_open(caplog: pytest.LogCaptureFixture) ->
     state = RedisState(NOWHERE)
     assert await state.cooling(["a", "b"]) == frozenset()
     assert await state.record_failure("a", threshold=1, cooldown_s=60) is False
+    assert await state.eject("a", 60) is False
     await state.record_success("a")
     assert await state.cooling(["a"]) == frozenset()
     # Spend seen meanwhile is kept in memory.

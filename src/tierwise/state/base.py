@@ -1,5 +1,9 @@
 """Shared counters the dispatcher consults: per-model cooldowns (the circuit breaker) and spend.
 
+The breaker is opened in one of two ways (``policy.cooldown.mode``): ``record_failure`` counts
+consecutive failures here, shared by replicas; or a replica that judged a model's failure ratio from its
+own calls (``breaker.py``) opens it with ``eject``. Either way every replica sees it in ``cooling``.
+
 In-process by default (``memory://``); Redis (``redis://``) when several replicas must agree.
 Methods take whole sets so a Redis backend answers a request's chain in one round trip.
 """
@@ -22,6 +26,11 @@ class State(Protocol):
 
     async def record_success(self, model: str) -> None:
         """Reset the model's consecutive-failure count."""
+
+    async def eject(self, model: str, seconds: float) -> bool:
+        """Open the model's breaker for ``seconds`` unless it is open already (an open one is not
+        extended). Returns True when this call opened it."""
+        ...
 
     async def add_spend(self, key: str, usd: float) -> float:
         """Add to a spend counter (a virtual key or tenant); return the new total."""

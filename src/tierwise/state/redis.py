@@ -1,7 +1,8 @@
 """Shared state in Redis, so that every replica sees the same cooldowns and spend.
 
 Keys (``prefix`` defaults to ``tierwise:``):
-``{prefix}cool:{model}``   present while the model's breaker is open; expires after the cooldown (PX)
+``{prefix}cool:{model}``   present while the model's breaker is open; expires after the cooldown (PX).
+                           Set by ``record_failure``'s script or by ``eject`` (SET NX PX: not extended)
 ``{prefix}fails:{model}``  consecutive failures (INCR); deleted on success, expires after a quiet window
 ``{prefix}spend:{key}``    spend in USD (INCRBYFLOAT)
 
@@ -112,6 +113,21 @@ class RedisState:
             self._unreachable(exc)
             return
         self._reachable()
+
+    async def eject(self, model: str, seconds: float) -> bool:
+        """Open the model's breaker for every replica for ``seconds`` unless it is open already (one
+        SET NX PX, so replicas ejecting together neither stack nor extend it). True when this opened it."""
+        if self._skipping():
+            return False
+        try:
+            opened = await self._client.set(
+                f"{self.prefix}cool:{model}", b"1", px=max(1, round(seconds * 1000)), nx=True
+            )
+        except _UNREACHABLE as exc:
+            self._unreachable(exc)
+            return False
+        self._reachable()
+        return bool(opened)
 
     async def add_spend(self, key: str, usd: float) -> float:
         """Add to a spend counter (a virtual key or tenant); return the new total."""
