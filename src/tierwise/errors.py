@@ -3,9 +3,12 @@
 ```
 TierwiseError
 ├── ConfigError              bad configuration; raised at start-up only
-├── RequestError             the client's request is wrong (HTTP 400/404/413); .param, .status
+├── RequestError             the request is wrong or cannot be served now (HTTP 400/404/413/503);
+│                            .param, .status, .retry_after
 ├── BudgetExceeded           a key's or tenant's budget is spent (HTTP 429)
+├── LedgerUnavailable        the ledger's store cannot answer now; .retry_after
 ├── ChainExhausted           every model of the Decision failed; .attempts
+├── DatasetError             an evaluation or training dataset cannot be read (tierwise eval / train)
 └── ProviderError            one upstream attempt failed; .model, .status
     ├── UpstreamTimeout          retry, then fall back
     ├── UpstreamUnavailable      5xx, refused or reset connection
@@ -42,6 +45,7 @@ class RequestError(TierwiseError):
         status: int = 400,
         code: str | None = None,
         type: str = "invalid_request_error",
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -49,6 +53,7 @@ class RequestError(TierwiseError):
         self.status = status
         self.code = code
         self.type = type
+        self.retry_after = retry_after  # seconds, sent as Retry-After
 
 
 class BudgetExceeded(TierwiseError):
@@ -57,6 +62,20 @@ class BudgetExceeded(TierwiseError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class LedgerUnavailable(TierwiseError):
+    """The ledger's store is down or unreachable: what needs it now (feedback, reads) fails at once
+    instead of waiting. ``retry_after``: seconds until the ledger next tries the store."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class DatasetError(TierwiseError):
+    """A dataset cannot be read: the message names the file, the row and the column at fault."""
 
 
 class ProviderError(TierwiseError):
@@ -121,8 +140,7 @@ class ChainExhausted(TierwiseError):
                 "messages, lower max_tokens, or name a model with a larger context window"
             )
             return
-        parts = "; ".join(f"{f.model}: {f.error}: {f.message}" for f in failures) or "no model could be tried"
-        super().__init__(f"all upstream models failed: {parts}")
+        super().__init__(f"all upstream models failed: {_describe(failures)}")
 
     @property
     def too_long(self) -> bool:
@@ -148,6 +166,21 @@ class ChainExhausted(TierwiseError):
             return 400
         if errors and errors <= {"UpstreamTimeout"}:
             return 504
-        if not errors or errors <= {"UpstreamRateLimited", "CoolingDown", "ContextTooLong"}:
+        if not errors or errors <= {"UpstreamRateLimited", "ContextTooLong"}:
             return 503
         return 502
+
+
+def _describe(failures: list[AttemptFailure]) -> str:
+    """``m1: UpstreamTimeout: …; m2: …``, with models that failed alike named once: ``m1, m2: <why>``."""
+    if not failures:
+        return "no model could be tried"
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for f in failures:
+        # Adapters prefix their messages with the model's name: drop it so equal reasons group.
+        reason = f.message.removeprefix(f"{f.model}: ")
+        grouped.setdefault((f.error, reason), []).append(f.model)
+    return "; ".join(
+        f"{', '.join(dict.fromkeys(models))}: {error}: {reason}"
+        for (error, reason), models in grouped.items()
+    )

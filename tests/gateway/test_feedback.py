@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,12 @@ import openai
 import pytest
 import yaml
 
+from tests.fakes.upstream import free_port
 from tests.harness import Stack, fleet_config, run_cli, start_stack
 from tierwise.artefact import read_artefact
 from tierwise.config import parse_config
 from tierwise.errors import RequestError
+from tierwise.gateway.responses import error_response
 from tierwise.ledger import NullLedger, open_ledger
 from tierwise.router import Router
 
@@ -117,6 +120,32 @@ def test_in_process_feedback_and_the_none_ledger(tmp_path: Path) -> None:
         asyncio.run(router.afeedback("req_x", 1.0))
     with pytest.raises(RequestError, match=r"score: must be a number from 0 to 1, got -1"):
         asyncio.run(router.afeedback("req_x", -1))
+
+
+def test_feedback_while_the_ledger_is_unavailable_is_a_503_at_once(tmp_path: Path) -> None:
+    pytest.importorskip("asyncpg", reason="the PostgreSQL ledger needs asyncpg")
+    doc = fleet_config(DEAD, ledger=f"postgresql://admin:hunter2@127.0.0.1:{free_port()}/app")
+    doc["storage"]["spill_dir"] = str(tmp_path / "spill")
+    router = Router(parse_config(doc))
+    assert router.ledger.spill_dir == tmp_path / "spill"  # type: ignore[attr-defined]
+
+    async def feedback() -> tuple[RequestError, float]:
+        started = time.monotonic()
+        try:
+            with pytest.raises(RequestError) as info:
+                await router.afeedback("req_x", 1.0)  # the router starts, the ledger degraded
+            return info.value, time.monotonic() - started
+        finally:
+            await router.aclose()
+
+    error, seconds = asyncio.run(feedback())
+    assert seconds < 1.0
+    assert (error.status, error.code, error.type) == (503, "ledger_unavailable", "server_error")
+    assert error.retry_after is not None and error.retry_after >= 1
+    assert "hunter2" not in error.message and "127.0.0.1" not in error.message  # the store is not named
+    response = error_response(error)
+    assert response.status == 503
+    assert int(response.headers["Retry-After"]) >= 1
 
 
 def test_sync_router_feedback(stack: Stack, tmp_path: Path) -> None:

@@ -1,12 +1,19 @@
-"""Ledger rows for tests: every field set, with None fields, attempts and prompts varying by index."""
+"""Ledger rows for tests: every field set, with None fields, attempts and prompts varying by index;
+and what a spill directory holds."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import orjson
+
 from tierwise.ledger import Attempt, LedgerRow
-from tierwise.ledger._rows import row_values
+from tierwise.ledger._rows import row_from_json, row_values
 
 T0 = 1_760_000_000.0
 
@@ -86,3 +93,42 @@ def v1_values(row: LedgerRow) -> tuple[object, ...]:
         {k: getattr(a, k) for k in Attempt.__dataclass_fields__ if k != "verified"} for a in row.attempts
     ]
     return (*row_values(row), json.dumps(row.features), json.dumps(row.decision), json.dumps(attempts))
+
+
+def spilled(directory: Path) -> list[LedgerRow]:
+    """The rows waiting in a spill directory, oldest segment first."""
+    return [
+        row_from_json(line)
+        for path in sorted(directory.glob("spill-*.jsonl"))
+        for line in path.read_bytes().splitlines()
+    ]
+
+
+def dead_letters(directory: Path) -> list[dict[str, Any]]:
+    path = directory / "dead-letter.jsonl"
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+async def wait_for(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not so within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Rows no store can take as they are, each spoilt one way: what they are made of, and how.
+SPOILERS: dict[str, Callable[[LedgerRow], None]] = {
+    "an int past 64 bits in features": lambda row: setattr(row, "features", {"n": 2**70}),
+    "a prompt nested past JSON's limit": lambda row: setattr(row, "prompt", [{"content": _nested(300)}]),
+    "input_tokens past 2**63": lambda row: setattr(row, "input_tokens", 2**63 + 5),
+    "a NULL where the column forbids one": lambda row: setattr(row, "requested_model", None),
+}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tierwise.errors import ConfigError
-from tierwise.ledger import Feedback, NullLedger, SqliteLedger, open_ledger
+from tierwise.ledger import Feedback, LedgerHealth, NullLedger, SqliteLedger, open_ledger
 
 from .rows import make_row
 
@@ -39,6 +39,19 @@ def test_postgres_without_asyncpg_asks_for_the_extra(monkeypatch: pytest.MonkeyP
         open_ledger("postgresql://localhost/test")
 
 
+def test_the_spill_is_beside_the_ledger_unless_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sqlite = open_ledger("sqlite:///data/ledger.db")
+    assert sqlite.spill_dir == Path("data/ledger.db.spill")  # type: ignore[attr-defined]
+    monkeypatch.chdir(tmp_path)
+    postgres = open_ledger("postgresql://u:pw@db.internal:5433/app")
+    # Absolute, fixed when the ledger is made; named for the server, database and table, never the password.
+    assert postgres.spill_dir == tmp_path / "tierwise-spill" / "db.internal-5433-app-tierwise_requests"  # type: ignore[attr-defined]
+    given = open_ledger("sqlite:///x.db", spill_dir=str(tmp_path / "s"), spill_max_bytes=123)
+    assert given.spill_dir == tmp_path / "s"  # type: ignore[attr-defined]
+    assert given._spill.max_bytes == 123  # type: ignore[attr-defined]
+    assert not (tmp_path / "s").exists()  # made when first needed
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -64,6 +77,7 @@ async def test_none_keeps_nothing() -> None:
     assert await ledger.count() == 0
     assert await ledger.fetch() == []
     assert await ledger.get(make_row(1).id) is None
+    assert ledger.health() == LedgerHealth(state="ok")
     # Feedback is refused out loud, never dropped silently.
     with pytest.raises(RuntimeError, match=r"^the none ledger keeps no feedback$"):
         await ledger.record_feedback(Feedback(request_id=make_row(1).id, score=1.0, ts=0.0))

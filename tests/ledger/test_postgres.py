@@ -3,47 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 asyncpg = pytest.importorskip("asyncpg", reason="the PostgreSQL ledger needs asyncpg")
 
+from tierwise.errors import LedgerUnavailable  # noqa: E402
 from tierwise.ledger import Attempt, Feedback, LedgerRow, open_ledger  # noqa: E402
 from tierwise.ledger.postgres import PostgresLedger  # noqa: E402
 
-from .rows import T0, make_row, make_rows, v1_values  # noqa: E402
-
-URL = os.environ.get("TIERWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-async def _probe() -> str | None:
-    try:
-        conn = await asyncpg.connect(URL, timeout=2)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        return f"no PostgreSQL at {PostgresLedger(URL).where}: {type(exc).__name__}: {exc}"
-    await conn.close()
-    return None
-
-
-@pytest.fixture
-async def table() -> AsyncIterator[str]:
-    """A table name unique to the test; the table is dropped afterwards."""
-    reason = await _probe()
-    if reason:
-        pytest.skip(reason)
-    name = f"tw_test_{uuid.uuid4().hex[:12]}"
-    yield name
-    conn = await asyncpg.connect(URL, timeout=5)
-    try:
-        await conn.execute(
-            f'DROP TABLE IF EXISTS "{name}"; DROP TABLE IF EXISTS "{name}_schema_version"; '
-            f'DROP TABLE IF EXISTS "{name}_feedback"'
-        )
-    finally:
-        await conn.close()
+from .postgres_server import URL  # noqa: E402  (the `table` fixture comes from conftest.py)
+from .rows import SPOILERS, T0, dead_letters, make_row, make_rows, spilled, v1_values, wait_for  # noqa: E402
 
 
 async def test_rows_round_trip_field_for_field(table: str) -> None:
@@ -71,8 +43,8 @@ async def test_fetch_since_and_limit(table: str) -> None:
     await ledger.close()
 
 
-async def test_concurrent_load_then_close_keeps_every_accepted_row(table: str) -> None:
-    ledger = PostgresLedger(URL, table=table, queue_size=1000)
+async def test_concurrent_load_then_close_keeps_every_accepted_row(table: str, tmp_path: Path) -> None:
+    ledger = PostgresLedger(URL, table=table, queue_size=1000, spill_dir=str(tmp_path))
     await ledger.start()
 
     async def submit(task: int) -> list[str]:
@@ -93,8 +65,8 @@ async def test_concurrent_load_then_close_keeps_every_accepted_row(table: str) -
     await reopened.close()
 
 
-async def test_a_tiny_queue_applies_back_pressure_and_loses_nothing(table: str) -> None:
-    ledger = PostgresLedger(URL, table=table, queue_size=2)
+async def test_a_tiny_queue_overflows_into_the_spill_and_loses_nothing(table: str, tmp_path: Path) -> None:
+    ledger = PostgresLedger(URL, table=table, queue_size=2, spill_dir=str(tmp_path))
     await ledger.start()
     rows = make_rows(300)
     await asyncio.gather(*(ledger.record(row) for row in rows))
@@ -104,28 +76,51 @@ async def test_a_tiny_queue_applies_back_pressure_and_loses_nothing(table: str) 
 
 
 async def test_a_batch_retried_after_it_committed_is_not_duplicated(
-    table: str, monkeypatch: pytest.MonkeyPatch
+    table: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    ledger = PostgresLedger(URL, table=table)
-    real_write = ledger._write_batch
+    ledger = PostgresLedger(URL, table=table, spill_dir=str(tmp_path / "spill"))
+    real_write = ledger._write_records
     lost_acks = 0
 
-    async def commit_then_fail(rows: list[LedgerRow]) -> None:
+    async def commit_then_fail(records: list[Any]) -> None:
         nonlocal lost_acks
-        await real_write(rows)
+        await real_write(records)
         if lost_acks < 2:
             lost_acks += 1  # the commit reached the server but its answer did not reach us
             raise ConnectionResetError("connection reset by peer")
 
-    monkeypatch.setattr(ledger, "_write_batch", commit_then_fail)
+    monkeypatch.setattr(ledger, "_write_records", commit_then_fail)
     await ledger.start()
     rows = make_rows(40)
     for row in rows:
         await ledger.record(row)
-    await ledger.flush()
+    await ledger.flush()  # into the spill: the store seemed down
+    await wait_for(lambda: ledger.health().state == "ok")  # and replayed from it
     assert lost_acks == 2
     assert await ledger.count() == 40
     assert await ledger.fetch() == rows
+    await ledger.close()
+
+
+@pytest.mark.parametrize("spoiler", SPOILERS)
+async def test_a_row_that_cannot_be_written_is_dead_lettered_and_the_rows_around_it_are_written(
+    table: str, spoiler: str, tmp_path: Path
+) -> None:
+    ledger = PostgresLedger(URL, table=table, spill_dir=str(tmp_path))
+    await ledger.start()
+    rows = make_rows(20)
+    SPOILERS[spoiler](rows[7])
+    for row in rows:
+        await ledger.record(row)
+    await ledger.flush()
+    assert await ledger.fetch() == rows[:7] + rows[8:]
+    health = ledger.health()
+    assert (health.state, health.dead_letters, health.lost_rows) == ("ok", 1, 0)
+    (letter,) = dead_letters(tmp_path)
+    assert letter["row"]["id"] == rows[7].id
+    await ledger.record(make_row(20))  # and the writer goes on
+    await ledger.flush()
+    assert await ledger.count() == 20
     await ledger.close()
 
 
@@ -162,14 +157,34 @@ def test_open_ledger_gives_a_postgres_ledger() -> None:
     assert ledger.table == "tierwise_requests"
 
 
-async def test_unreachable_server_is_a_connection_error_without_the_password() -> None:
-    ledger = PostgresLedger("postgresql://admin:hunter2@127.0.0.1:1/app")
+async def test_an_unreachable_server_starts_degraded_and_never_shows_the_password(tmp_path: Path) -> None:
+    ledger = PostgresLedger("postgresql://admin:hunter2@127.0.0.1:1/app", spill_dir=str(tmp_path))
+    await ledger.start()  # does not fail: the server may come back
+    health = ledger.health()
+    assert health.state == "degraded"
+    assert health.last_error is not None and "ConnectionRefusedError" in health.last_error
+    await ledger.record(make_row(1))  # kept, in the spill
+    with pytest.raises(LedgerUnavailable) as caught:
+        await ledger.get("req-000001")
+    message = str(caught.value)
+    assert message.startswith("ledger: PostgreSQL at 127.0.0.1:1/app is unavailable (ConnectionRefusedError")
+    assert caught.value.retry_after is not None and caught.value.retry_after >= 1
+    await ledger.close()
+    for text in (message, str(health), *(p.read_text() for p in tmp_path.rglob("*.jsonl"))):
+        assert "hunter2" not in text
+        assert "admin" not in text
+    assert [row.id for row in spilled(tmp_path)] == ["req-000001"]
+
+
+async def test_a_wrong_database_fails_start_without_the_password(table: str) -> None:
+    url = URL.replace("@", ":hunter2@", 1).rsplit("/", 1)[0] + "/no_such_database_tw"
+    ledger = PostgresLedger(url)
     with pytest.raises(ConnectionError) as caught:
         await ledger.start()
     message = str(caught.value)
-    assert message.startswith("ledger: cannot connect to PostgreSQL at 127.0.0.1:1/app: ")
+    assert message.startswith(f"ledger: cannot connect to PostgreSQL at {ledger.where}: ")
+    assert "InvalidCatalogNameError" in message
     assert "hunter2" not in message
-    assert "admin" not in message
     await ledger.close()
 
 
@@ -214,14 +229,14 @@ async def test_prompts_and_verified_round_trip_exactly(table: str) -> None:
 
 async def test_get_finds_a_written_row_only(table: str) -> None:
     ledger = PostgresLedger(URL, table=table)
-    real_write = ledger._write_batch
+    real_write = ledger._write_records
     gate = asyncio.Event()
 
-    async def gated_write(rows: list[LedgerRow]) -> None:
+    async def gated_write(records: list[Any]) -> None:
         await gate.wait()
-        await real_write(rows)
+        await real_write(records)
 
-    ledger._write_batch = gated_write  # type: ignore[method-assign]
+    ledger._write_records = gated_write  # type: ignore[method-assign]
     await ledger.start()
     rows = make_rows(3)
     for row in rows:

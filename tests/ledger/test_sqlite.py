@@ -13,7 +13,7 @@ import pytest
 
 from tierwise.ledger import Attempt, Feedback, LedgerRow, SqliteLedger
 
-from .rows import T0, make_row, make_rows, v1_values
+from .rows import SPOILERS, T0, dead_letters, make_row, make_rows, v1_values
 
 # The schema of version 1 files, as tierwise wrote them before prompts and feedback (copied verbatim
 # from sqlite.py at that version): the migration tests start from a file made with exactly this.
@@ -98,7 +98,7 @@ async def test_concurrent_load_then_close_keeps_every_accepted_row(db_path: str)
     await reopened.close()
 
 
-async def test_a_tiny_queue_applies_back_pressure_and_loses_nothing(db_path: str) -> None:
+async def test_a_tiny_queue_overflows_into_the_spill_and_loses_nothing(db_path: str) -> None:
     ledger = SqliteLedger(db_path, queue_size=2)
     await ledger.start()
     rows = make_rows(300)
@@ -141,6 +141,27 @@ async def test_a_row_recorded_twice_is_stored_once(db_path: str) -> None:
     await ledger.record(make_row(2))
     await ledger.close()
     assert [r.id for r in await ledger.fetch()] == [row.id, make_row(2).id]
+
+
+@pytest.mark.parametrize("spoiler", SPOILERS)
+async def test_a_row_that_cannot_be_written_is_dead_lettered_and_the_rows_around_it_are_written(
+    db_path: str, spoiler: str
+) -> None:
+    ledger = SqliteLedger(db_path)
+    await ledger.start()
+    rows = make_rows(20)
+    SPOILERS[spoiler](rows[7])
+    for row in rows:
+        await ledger.record(row)
+    await ledger.flush()
+    assert await ledger.fetch() == rows[:7] + rows[8:]
+    health = ledger.health()
+    assert (health.state, health.dead_letters, health.lost_rows) == ("ok", 1, 0)
+    (letter,) = dead_letters(Path(f"{db_path}.spill"))
+    assert letter["row"]["id"] == rows[7].id
+    await ledger.record(make_row(20))  # and the writer goes on
+    await ledger.close()
+    assert await ledger.count() == 20
 
 
 async def test_feature_values_json_cannot_hold_do_not_stall_the_writer(db_path: str) -> None:

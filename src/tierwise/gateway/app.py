@@ -241,9 +241,17 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness and the ledger's state. A degraded ledger (its store down, rows in the spill) still
+    answers 200: requests are served and their rows kept; the body says so, with the figures."""
     router = request.app[ROUTER_KEY]
+    ledger = router.ledger.health()
     return json_response(
-        {"status": "ok", "policy_version": router.policy_version, "models": len(router.config.models)}
+        {
+            "status": ledger.state,
+            "policy_version": router.policy_version,
+            "models": len(router.config.models),
+            "ledger": ledger.to_json(),
+        }
     )
 
 

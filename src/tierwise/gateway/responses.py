@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -44,6 +45,9 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> web.
     headers = {"x-tierwise-request-id": request_id} if request_id else None
     if isinstance(exc, RequestError):
         status, body = exc.status, error_body(exc.message, type=exc.type, param=exc.param, code=exc.code)
+        if exc.retry_after is not None:
+            # Whole seconds, at least 1: the only form every HTTP client parses.
+            headers = {**(headers or {}), "Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     elif isinstance(exc, ChainExhausted):
         status = exc.status
         body = orjson.dumps(

@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import Attempt, Feedback, Ledger, LedgerRow
+from ._queue import SPILL_MAX_BYTES
+from .base import Attempt, Feedback, Ledger, LedgerHealth, LedgerRow
 from .null import NullLedger
 from .sqlite import SqliteLedger
 
@@ -16,6 +17,7 @@ __all__ = [
     "Attempt",
     "Feedback",
     "Ledger",
+    "LedgerHealth",
     "LedgerRow",
     "NullLedger",
     "SqliteLedger",
@@ -24,8 +26,15 @@ __all__ = [
 ]
 
 
-def open_ledger(url: str, *, queue_size: int = 10000) -> Ledger:
-    """The ledger backend for ``url``, not yet started."""
+def open_ledger(
+    url: str,
+    *,
+    queue_size: int = 10000,
+    spill_dir: str | None = None,
+    spill_max_bytes: int = SPILL_MAX_BYTES,
+) -> Ledger:
+    """The ledger backend for ``url``, not yet started. ``spill_dir``: where rows wait while the store
+    is unavailable (None: derived from ``url``, see SqliteLedger and PostgresLedger)."""
     if url.strip().lower() == "none":
         return NullLedger()
     scheme, sep, rest = url.partition("://")
@@ -35,7 +44,9 @@ def open_ledger(url: str, *, queue_size: int = 10000) -> Ledger:
             raise ConfigError(
                 "storage.ledger: a SQLite URL is sqlite:///relative/path.db or sqlite:////absolute/path.db"
             )
-        return SqliteLedger(rest[1:], queue_size=queue_size)
+        return SqliteLedger(
+            rest[1:], queue_size=queue_size, spill_dir=spill_dir, spill_max_bytes=spill_max_bytes
+        )
     if scheme in ("postgresql", "postgres") and sep:
         try:
             import asyncpg  # noqa: F401  (only the PostgreSQL ledger needs it)
@@ -45,7 +56,9 @@ def open_ledger(url: str, *, queue_size: int = 10000) -> Ledger:
             ) from None
         from .postgres import PostgresLedger
 
-        return PostgresLedger(url, queue_size=queue_size)
+        return PostgresLedger(
+            url, queue_size=queue_size, spill_dir=spill_dir, spill_max_bytes=spill_max_bytes
+        )
     # Only the scheme is echoed: the rest of the URL may carry a password.
     got = f"unsupported scheme '{scheme}://'" if sep else "not a URL"
     raise ConfigError(f"storage.ledger: {got}; use sqlite:///path.db, postgresql://host/db or none")

@@ -38,6 +38,11 @@ JSON_COLUMNS: tuple[str, ...] = ("features", "decision", "attempts", "prompt")
 COLUMNS: tuple[str, ...] = SCALAR_COLUMNS + JSON_COLUMNS
 
 _ATTEMPT_FIELDS: tuple[str, ...] = tuple(Attempt.__dataclass_fields__)
+_ROW_FIELDS: frozenset[str] = frozenset(LedgerRow.__dataclass_fields__)
+# Deeper than this, a value in a dead letter is replaced by TOO_DEEP (orjson stops at 254 levels).
+_MAX_DEPTH = 200
+TOO_DEEP = "<nested too deep: cut>"
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1  # what orjson encodes
 
 
 def _fallback(obj: Any) -> Any:
@@ -49,8 +54,40 @@ def _fallback(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    """JSON-encode a features/decision/attempts/prompt value; never raises for odd feature values."""
+    """JSON-encode a features/decision/attempts/prompt value. Odd values (sets, paths …) are converted;
+    what JSON cannot hold at all (an int beyond 64 bits, nesting past orjson's limit) raises TypeError."""
     return orjson.dumps(obj, default=_fallback, option=orjson.OPT_NON_STR_KEYS)
+
+
+def row_to_json(row: LedgerRow) -> bytes:
+    """One spill line: the whole row as JSON, newline-terminated. Raises (TypeError) for a row JSON
+    cannot hold: an int beyond 64 bits, nesting deeper than orjson allows."""
+    return orjson.dumps(row, default=_fallback, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+
+
+def row_from_json(line: bytes) -> LedgerRow:
+    """The row of one spill line; fields this version does not know are ignored."""
+    data = orjson.loads(line)
+    attempts = attempts_from_json(data.pop("attempts", None))
+    return LedgerRow(**{k: v for k, v in data.items() if k in _ROW_FIELDS}, attempts=attempts)
+
+
+def lenient(value: Any, depth: int = 0) -> Any:
+    """``value`` made encodable as far as it can be, for a dead letter: ints beyond 64 bits become
+    strings, anything nested deeper than _MAX_DEPTH becomes TOO_DEEP, other odd values their str()."""
+    if value is None or isinstance(value, str | bool | float):
+        return value
+    if isinstance(value, int):
+        return value if _INT_MIN <= value <= _INT_MAX else str(value)
+    if depth >= _MAX_DEPTH:
+        return TOO_DEEP
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): lenient(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [lenient(v, depth + 1) for v in value]
+    if isinstance(value, LedgerRow | Attempt):
+        return {name: lenient(getattr(value, name), depth + 1) for name in value.__dataclass_fields__}
+    return str(value)
 
 
 def attempts_to_json(attempts: list[Attempt]) -> list[dict[str, Any]]:

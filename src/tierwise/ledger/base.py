@@ -3,14 +3,15 @@
 One row per request: what was asked (features, never any key; the prompt itself only when
 ``storage.capture_prompts`` is on), what was decided and why, every attempt, and what it cost against
 the always-strongest counterfactual; and callers' feedback on answers, by request id. Rows are written
-off the hot path: ``record`` enqueues onto a bounded queue and only waits when the queue is full
-(back-pressure, never loss); ``close`` flushes everything accepted.
+off the hot path: ``record`` enqueues onto a bounded queue and never waits; while the store cannot take
+rows they wait in a local spill file and are written when it answers again; ``close`` writes (or spills)
+everything accepted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 
 @dataclass(slots=True)
@@ -74,6 +75,28 @@ class Feedback:
     source: str = "caller"
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerHealth:
+    """How the ledger is doing, for ``/healthz`` and operators.
+
+    ``degraded``: the store's last write failed for want of the store (down, unreachable, locked), or
+    rows wait in the spill to be written. The counters count since the ledger was made.
+    """
+
+    state: Literal["ok", "degraded"]
+    queue_depth: int = 0  # rows accepted and not yet written or spilled
+    queue_size: int = 0
+    spill_bytes: int = 0  # bytes of rows waiting in the spill
+    spilled_rows: int = 0  # rows set aside into the spill
+    replayed_rows: int = 0  # rows written from the spill into the store
+    dead_letters: int = 0  # rows no store will take as they are, kept in the dead-letter file
+    lost_rows: int = 0  # rows that could be neither written nor spilled (the spill was full)
+    last_error: str | None = None  # while degraded: the store's last error, class and message, no secrets
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
 class Ledger(Protocol):
     """A ledger backend: SQLite (embedded) or PostgreSQL (scale-out)."""
 
@@ -81,14 +104,19 @@ class Ledger(Protocol):
         """Create tables if needed and start the background writer."""
 
     async def record(self, row: LedgerRow) -> None:
-        """Accept a row for writing. Returns at once unless the queue is full."""
+        """Accept a row for writing. Never waits on the store: a full queue sends the row to the spill."""
 
     async def flush(self) -> None:
-        """Wait until every row accepted so far is durably written."""
+        """Wait until every row accepted so far is durably written: in the store, or in the spill while
+        the store is unavailable."""
 
     async def close(self) -> None:
-        """Flush and stop the writer. Rows accepted before close are written; only if the store keeps
-        failing during close does it give up after a few tries, logging at ERROR how many rows were lost."""
+        """Flush and stop the writer. Rows the store cannot take in time go to the spill, which the next
+        ``start`` with the same configuration writes; only a full spill loses rows (logged at ERROR)."""
+
+    def health(self) -> LedgerHealth:
+        """The ledger's state and counters, at once (no I/O)."""
+        ...
 
     async def fetch(self, *, since: float | None = None, limit: int | None = None) -> list[LedgerRow]:
         """Rows in arrival order (oldest first), optionally only those at or after ``since``."""
@@ -97,11 +125,13 @@ class Ledger(Protocol):
     async def count(self) -> int: ...
 
     async def get(self, request_id: str) -> LedgerRow | None:
-        """The row of one request, if it has been written (``flush`` first to see queued rows)."""
+        """The row of one request, if it has been written (``flush`` first to see queued rows). Raises
+        LedgerUnavailable at once while the store is unavailable."""
         ...
 
     async def record_feedback(self, feedback: Feedback) -> None:
-        """Store one feedback, durably when this returns (not through the write-behind queue)."""
+        """Store one feedback, durably when this returns (not through the write-behind queue). Raises
+        LedgerUnavailable at once while the store is unavailable."""
 
     async def fetch_feedback(self, *, since: float | None = None) -> list[Feedback]:
         """Every feedback in arrival order, optionally only those at or after ``since``."""

@@ -6,7 +6,7 @@ silently (the router refuses feedback with a client error before it gets here).
 
 from __future__ import annotations
 
-from .base import Feedback, LedgerRow
+from .base import Feedback, LedgerHealth, LedgerRow
 
 
 class NullLedger:
@@ -26,6 +26,9 @@ class NullLedger:
 
     async def close(self) -> None:
         self._closed = True
+
+    def health(self) -> LedgerHealth:
+        return LedgerHealth(state="ok")
 
     async def fetch(self, *, since: float | None = None, limit: int | None = None) -> list[LedgerRow]:
         return []

@@ -4,25 +4,60 @@ Tables: ``{table}`` (one row per request; ``prompt`` JSONB holds the captured me
 prompts are not captured), ``{table}_feedback`` (append-only, several per request allowed) and
 ``{table}_schema_version``. A version 1 schema (no ``prompt`` column, no feedback table) is migrated
 by ``start``.
+
+While the server cannot be reached, rows wait in the spill (by default
+``./tierwise-spill/<host>-<port>-<db>-<table>/``, from the working directory at construction).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
 
 from . import _rows
-from ._queue import WriteBehindLedger
+from ._queue import SPILL_MAX_BYTES, Kind, WriteBehindLedger
 from .base import Feedback, LedgerRow
 
 SCHEMA_VERSION = 2
 CONNECT_TIMEOUT_S = 5.0
-COMMAND_TIMEOUT_S = 60.0
+COMMAND_TIMEOUT_S = 60.0  # reads for reports may be long
+# get() and record_feedback(): a caller waits on them. Their pool acquire (a connect, when the pool has
+# none) and their query each get this long.
+ASK_OPERATION_TIMEOUT_S = 2.0
+CLOSE_POOL_TIMEOUT_S = 2.0
+
+# The server is down, restarting, unreachable or out of resources: try again later.
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, cannot connect now, statement cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory, too many connections
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby, mid-failover
+    asyncpg.InterfaceError,  # the connection is closed, the pool is closing
+)
+# The row is wrong: the server rejects its values (out of range, constraint violations, too large), or
+# asyncpg cannot encode them (OverflowError for an int a column cannot hold; its client-side DataError,
+# a ValueError).
+_DATA = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,
+    OverflowError,
+    TypeError,
+    ValueError,
+)
+# Wrong credentials, database or privileges: start() fails on these rather than serve without a ledger.
+_MISCONFIGURED = (
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+    asyncpg.exceptions.InsufficientPrivilegeError,
+    asyncpg.exceptions.ClientConfigurationError,
+)
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 
@@ -32,15 +67,29 @@ class PostgresLedger(WriteBehindLedger):
     ``{table}_schema_version``. Every method but ``close`` needs ``start`` (which creates or migrates
     the schema)."""
 
-    def __init__(self, url: str, *, queue_size: int = 10000, table: str = "tierwise_requests") -> None:
-        super().__init__(queue_size=queue_size)
+    def __init__(
+        self,
+        url: str,
+        *,
+        queue_size: int = 10000,
+        table: str = "tierwise_requests",
+        spill_dir: str | None = None,
+        spill_max_bytes: int = SPILL_MAX_BYTES,
+    ) -> None:
         if not _TABLE_NAME.fullmatch(table):
             raise ValueError(
                 f"ledger: table name {table!r} must be a plain identifier (letters, digits, _; at most 48)"
             )
+        super().__init__(
+            queue_size=queue_size,
+            spill_dir=spill_dir if spill_dir is not None else _default_spill_dir(url, table),
+            spill_max_bytes=spill_max_bytes,
+        )
         self._url = url  # may hold a password: never logged or shown, see self.where
+        self._password = urlsplit(url).password
         self.table = table
         self.where = _describe(url)
+        self._store_name = f"PostgreSQL at {self.where}"
         self._pool: asyncpg.Pool | None = None
         t = f'"{table}"'
         cols = ", ".join(_rows.COLUMNS)
@@ -48,10 +97,10 @@ class PostgresLedger(WriteBehindLedger):
         # for 500 rows that is about 40% faster than executemany, and ON CONFLICT still applies, so a
         # retried batch whose first try did commit never duplicates its rows.
         # The staging table copies the columns of the main table as they are when it is first created
-        # on a connection. That is always after the schema step of start(): the pool's connections
-        # are made by start() and _write_batch only runs once start() has migrated, so a staging table
-        # without ``prompt`` cannot exist in this process. (A replica still on version 1 has its own
-        # staging table without ``prompt`` and inserts only its own columns: NULL prompt. Fine.)
+        # on a connection. That is always after the schema step of _open(): _write_records only runs
+        # once _open() has migrated, so a staging table without ``prompt`` cannot exist in this
+        # process. (A replica still on version 1 has its own staging table without ``prompt`` and
+        # inserts only its own columns: NULL prompt. Fine.)
         self._staging = f"{table}_incoming"
         self._create_staging = (
             f'CREATE TEMPORARY TABLE IF NOT EXISTS "{self._staging}" ON COMMIT DELETE ROWS '
@@ -120,23 +169,18 @@ class PostgresLedger(WriteBehindLedger):
         )
 
     async def _open(self) -> None:
+        # min_size=0: connections are made when needed. With a floor, asyncpg would keep reconnecting
+        # in the background through an outage, logging a traceback each time.
+        pool = await asyncpg.create_pool(
+            self._url,
+            min_size=0,
+            max_size=4,
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=COMMAND_TIMEOUT_S,
+            init=_init_connection,
+        )
         try:
-            pool = await asyncpg.create_pool(
-                self._url,
-                min_size=1,
-                max_size=4,
-                timeout=CONNECT_TIMEOUT_S,
-                command_timeout=COMMAND_TIMEOUT_S,
-                init=_init_connection,
-            )
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            password = urlsplit(self._url).password
-            if password:
-                reason = reason.replace(password, "***")
-            raise ConnectionError(f"ledger: cannot connect to PostgreSQL at {self.where}: {reason}") from None
-        try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn, conn.transaction():
                 # Replicas starting together would race on CREATE TABLE IF NOT EXISTS and ADD COLUMN
                 # IF NOT EXISTS (neither is atomic in PostgreSQL); a transaction-scoped advisory lock
                 # serialises them.
@@ -145,23 +189,48 @@ class PostgresLedger(WriteBehindLedger):
                 if not await conn.fetchval(self._has_prompt, f'"{self.table}"'):
                     await conn.execute(self._add_prompt)
         except BaseException:
-            await pool.close()
+            pool.terminate()  # not close(): that waits on the server, which may be what failed
             raise
         self._pool = pool
 
-    async def _write_batch(self, rows: list[LedgerRow]) -> None:
-        records = [_encode(row) for row in rows]
-        async with self._acquire() as conn, conn.transaction():
+    def _encode(self, row: LedgerRow) -> tuple[Any, ...]:
+        return _encode(row)
+
+    async def _write_records(self, records: list[Any]) -> None:
+        async with self._acquire(timeout=self.WRITE_TIMEOUT_S) as conn, conn.transaction():
             await conn.execute(self._create_staging)
             await conn.copy_records_to_table(self._staging, records=records, columns=_rows.COLUMNS)
             await conn.execute(self._insert)
+
+    async def _ping(self) -> None:
+        async with self._acquire(timeout=CONNECT_TIMEOUT_S) as conn:
+            await conn.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT_S)
+
+    def _classify(self, exc: BaseException) -> Kind:
+        # _DATA before _UNAVAILABLE: asyncpg's client-side DataError is an InterfaceError too.
+        if isinstance(exc, _DATA):
+            return "data"
+        if isinstance(exc, _UNAVAILABLE):
+            return "unavailable"
+        return super()._classify(exc)
+
+    def _fatal_at_start(self, exc: BaseException) -> bool:
+        return isinstance(exc, _MISCONFIGURED)
+
+    def _raise_open_failure(self, exc: Exception) -> NoReturn:
+        raise ConnectionError(
+            f"ledger: cannot connect to PostgreSQL at {self.where}: {self._describe(exc)}"
+        ) from None
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text
 
     async def _close_store(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
-                await asyncio.wait_for(pool.close(), COMMAND_TIMEOUT_S)
-            except TimeoutError:
+                await asyncio.wait_for(pool.close(), CLOSE_POOL_TIMEOUT_S)
+            except TimeoutError:  # a connection still held by a write abandoned on a dead server
                 pool.terminate()
 
     async def fetch(self, *, since: float | None = None, limit: int | None = None) -> list[LedgerRow]:
@@ -180,17 +249,29 @@ class PostgresLedger(WriteBehindLedger):
         return [_decode(r) for r in records]
 
     async def get(self, request_id: str) -> LedgerRow | None:
-        """The row of one request, if it has been written (``flush`` first to see queued rows)."""
-        async with self._acquire() as conn:
-            record = await conn.fetchrow(f"{self._select} WHERE id = $1", _no_nul(request_id))
+        """The row of one request, if it has been written (``flush`` first to see queued rows). Raises
+        LedgerUnavailable at once while the server is unavailable (the row may be in the spill)."""
+        self._check_started()
+        return await self._ask(self._get(request_id))
+
+    async def _get(self, request_id: str) -> LedgerRow | None:
+        async with self._acquire(timeout=ASK_OPERATION_TIMEOUT_S) as conn:
+            record = await conn.fetchrow(
+                f"{self._select} WHERE id = $1", _no_nul(request_id), timeout=ASK_OPERATION_TIMEOUT_S
+            )
         return None if record is None else _decode(record)
 
     async def record_feedback(self, feedback: Feedback) -> None:
-        """Store one feedback, committed when this returns (not through the write-behind queue)."""
+        """Store one feedback, committed when this returns (not through the write-behind queue). Raises
+        LedgerUnavailable at once while the server is unavailable."""
         if self._closed:
             raise RuntimeError("ledger is closed")
+        self._check_started()
+        await self._ask(self._insert_one_feedback(feedback))
+
+    async def _insert_one_feedback(self, feedback: Feedback) -> None:
         comment = None if feedback.comment is None else _no_nul(feedback.comment)
-        async with self._acquire() as conn:
+        async with self._acquire(timeout=ASK_OPERATION_TIMEOUT_S) as conn:
             # One statement outside a transaction block: committed when execute returns.
             await conn.execute(
                 self._insert_feedback,
@@ -199,6 +280,7 @@ class PostgresLedger(WriteBehindLedger):
                 feedback.score,
                 comment,
                 _no_nul(feedback.source),
+                timeout=ASK_OPERATION_TIMEOUT_S,
             )
 
     async def fetch_feedback(self, *, since: float | None = None) -> list[Feedback]:
@@ -217,10 +299,15 @@ class PostgresLedger(WriteBehindLedger):
         async with self._acquire() as conn:
             return int(await conn.fetchval(f'SELECT count(*) FROM "{self.table}"'))
 
-    def _acquire(self) -> Any:
-        if self._pool is None:
+    def _check_started(self) -> None:
+        if self._pool is None and self._writer is None:
             raise RuntimeError("ledger is not started: await start() first")
-        return self._pool.acquire()
+
+    def _acquire(self, *, timeout: float = CONNECT_TIMEOUT_S) -> Any:
+        self._check_started()
+        if self._pool is None:  # started, but the server has not answered yet
+            raise self._unavailable()
+        return self._pool.acquire(timeout=timeout)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -232,6 +319,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 def _encode_jsonb(value: Any) -> bytes:
+    # Rows arrive already encoded (by _encode, one row at a time, so that a value JSON cannot hold
+    # fails its own row and not a whole COPY).
+    return value if type(value) is bytes else _jsonb(value)
+
+
+def _jsonb(value: Any) -> bytes:
     data = _rows.dumps(value)
     if b"\\u0000" in data:  # PostgreSQL rejects NUL in JSONB and TEXT alike
         data = _rows.dumps(_scrub(value))
@@ -244,8 +337,13 @@ def _decode_jsonb(data: bytes) -> Any:
 
 def _encode(row: LedgerRow) -> tuple[Any, ...]:
     scalars = tuple(_no_nul(v) if isinstance(v, str) else v for v in _rows.row_values(row))
-    # The JSONB values (the prompt included) have their NULs replaced by _encode_jsonb.
-    return (*scalars, row.features, row.decision, _rows.attempts_to_json(row.attempts), row.prompt)
+    return (
+        *scalars,
+        _jsonb(row.features),
+        _jsonb(row.decision),
+        _jsonb(_rows.attempts_to_json(row.attempts)),
+        None if row.prompt is None else _jsonb(row.prompt),
+    )
 
 
 def _decode(record: asyncpg.Record) -> LedgerRow:
@@ -268,6 +366,16 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value
+
+
+def _default_spill_dir(url: str, table: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = 0
+    name = f"{parts.hostname or 'localhost'}-{port}-{parts.path.lstrip('/') or 'default'}-{table}"
+    return os.path.abspath(os.path.join("tierwise-spill", re.sub(r"[^A-Za-z0-9._-]", "_", name)))
 
 
 def _describe(url: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from . import _rows
-from ._queue import WriteBehindLedger
+from ._queue import SPILL_MAX_BYTES, Kind, WriteBehindLedger
 from .base import Feedback, LedgerRow
 
 SCHEMA_VERSION = 2
@@ -69,23 +69,49 @@ _SCHEMA_REST: tuple[str, ...] = (
 )
 
 _COLUMN_LIST = ", ".join(_rows.COLUMNS)
-# OR IGNORE: a row id already stored (a batch retried after an ambiguous failure, or a caller
-# recording the same request twice) is skipped instead of failing the whole batch forever.
-_INSERT = f"INSERT OR IGNORE INTO requests ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_rows.COLUMNS))})"
+# A row id already stored (a batch written again after an ambiguous failure, the spill replayed, a
+# caller recording the same request twice) is skipped. ON CONFLICT (id), not OR IGNORE: OR IGNORE would
+# also skip, silently, a row breaking another constraint (a NULL in a NOT NULL column), which must
+# fail instead, to be dead-lettered where it can be seen.
+_INSERT = (
+    f"INSERT INTO requests ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_rows.COLUMNS))}) "
+    "ON CONFLICT (id) DO NOTHING"
+)
 _INSERT_FEEDBACK = "INSERT INTO feedback (request_id, ts, score, comment, source) VALUES (?, ?, ?, ?, ?)"
 _FEEDBACK_SELECT = "SELECT request_id, ts, score, comment, source FROM feedback"
 
 _Query = Callable[[sqlite3.Connection], list[tuple[Any, ...]]]
 
+# sqlite3.OperationalError messages that mean the file cannot be written now (another process holds
+# it, the disk fails or is full), not that the row is wrong.
+_UNAVAILABLE = ("locked", "busy", "disk i/o error", "unable to open", "disk is full", "readonly")
+
 
 class SqliteLedger(WriteBehindLedger):
     """Ledger in one SQLite file. Reads (``fetch``, ``count``, ``get``, ``fetch_feedback``) use their
     own read-only connection and work without ``start``; a path whose file does not exist yet holds no
-    rows. ``record_feedback`` needs ``start``: it writes through the writer's connection."""
+    rows. ``record_feedback`` needs ``start``: it writes through the writer's connection. Rows wait in
+    ``spill_dir`` (default ``<path>.spill``) while the file cannot be written."""
 
-    def __init__(self, path: str, *, queue_size: int = 10000) -> None:
-        super().__init__(queue_size=queue_size)
+    # A busy file is waited on for 5 s (busy_timeout) before SQLite says it is locked: let it say so,
+    # rather than give up first and leave a feedback to commit after its caller was told it failed.
+    ASK_TIMEOUT_S = 6.0
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        queue_size: int = 10000,
+        spill_dir: str | None = None,
+        spill_max_bytes: int = SPILL_MAX_BYTES,
+    ) -> None:
+        super().__init__(
+            queue_size=queue_size,
+            spill_dir=spill_dir if spill_dir is not None else f"{path}.spill",
+            spill_max_bytes=spill_max_bytes,
+        )
         self.path = path
+        self._store_name = f"SQLite at {path}"
         self._conn: sqlite3.Connection | None = None  # the writer's, and only the writer's
         # The writer's batches and record_feedback both run on self._conn, each from whichever
         # executor thread asyncio.to_thread picks, and may overlap: one sqlite3 connection has one
@@ -114,10 +140,32 @@ class SqliteLedger(WriteBehindLedger):
             raise
         return conn
 
-    async def _write_batch(self, rows: list[LedgerRow]) -> None:
-        # Encode here, on the event loop, so the thread only holds the GIL for sqlite itself.
-        values = [_encode(row) for row in rows]
-        await asyncio.to_thread(self._insert, values)
+    def _encode(self, row: LedgerRow) -> tuple[Any, ...]:
+        # On the event loop, so that the thread only holds the GIL for sqlite itself.
+        return _encode(row)
+
+    async def _write_records(self, records: list[Any]) -> None:
+        await asyncio.to_thread(self._insert, records)
+
+    async def _ping(self) -> None:
+        await asyncio.to_thread(self._try_write_lock)
+
+    def _try_write_lock(self) -> None:
+        with self._conn_lock:
+            conn = self._conn
+            assert conn is not None, "writer connection used before start()"
+            conn.execute("BEGIN IMMEDIATE")  # takes the write lock: the file can be written
+            conn.execute("ROLLBACK")
+
+    def _classify(self, exc: BaseException) -> Kind:
+        if isinstance(exc, sqlite3.OperationalError):
+            message = str(exc).lower()
+            return "unavailable" if any(m in message for m in _UNAVAILABLE) else "unknown"
+        if isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError | sqlite3.InterfaceError):
+            return "data"
+        if isinstance(exc, sqlite3.ProgrammingError):  # "Error binding parameter …": an odd value
+            return "data" if "binding" in str(exc).lower() else "unknown"
+        return super()._classify(exc)
 
     def _insert(self, values: list[tuple[Any, ...]]) -> None:
         with self._conn_lock:
@@ -132,13 +180,14 @@ class SqliteLedger(WriteBehindLedger):
             conn.execute("COMMIT")
 
     async def record_feedback(self, feedback: Feedback) -> None:
-        """Store one feedback, committed when this returns (not through the write-behind queue)."""
+        """Store one feedback, committed when this returns (not through the write-behind queue). Raises
+        LedgerUnavailable at once while the file cannot be written."""
         if self._closed:
             raise RuntimeError("ledger is closed")
-        if self._conn is None:
+        if self._writer is None:
             raise RuntimeError("ledger is not started: await start() first")
         values = (feedback.request_id, feedback.ts, feedback.score, feedback.comment, feedback.source)
-        await asyncio.to_thread(self._insert_feedback, values)
+        await self._ask(asyncio.to_thread(self._insert_feedback, values))
 
     def _insert_feedback(self, values: tuple[Any, ...]) -> None:
         with self._conn_lock:
@@ -173,8 +222,10 @@ class SqliteLedger(WriteBehindLedger):
         return [_decode(record) for record in records]
 
     async def get(self, request_id: str) -> LedgerRow | None:
-        """The row of one request, if it has been written (``flush`` first to see queued rows)."""
-        records = await asyncio.to_thread(self._read, _select_requests(" WHERE id = ?", [request_id]))
+        """The row of one request, if it has been written (``flush`` first to see queued rows). Raises
+        LedgerUnavailable at once while the file cannot be written (the row may be in the spill)."""
+        query = _select_requests(" WHERE id = ?", [request_id])
+        records = await self._ask(asyncio.to_thread(self._read, query))
         return _decode(records[0]) if records else None
 
     async def count(self) -> int:
