@@ -24,8 +24,8 @@ from pathlib import Path
 
 import openai
 
+from tierwise.arena_data import ArenaData, Question, load_arena
 from tierwise.config import Config, load_config
-from tierwise.evals.arena import ArenaData, Question, load_arena
 
 DEFAULT_CONFIG = Path(__file__).with_name("demo.yaml")
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tierwise.evals.datasets import ARENA_PRICES
+from tierwise.evals.arena import ARENA_PRICES
 
 DATASET = "arena-bench-v1"
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / DATASET
@@ -295,7 +295,7 @@ commercial and open models; their providers' terms also apply to those outputs.
 
 300 real Chatbot-Arena prompts with, for each model that has both answers and judgements, its recorded
 answer, its GPT-4 single-answer grade (1–10, against a GPT-4 reference answer) and token counts. tierwise
-uses it to replay routing policies offline (`tierwise.evals.arena.load_arena`) and to serve recorded answers
+uses it to replay routing policies offline (`tierwise.arena_data.load_arena`) and to serve recorded answers
 in the demo (`kind: replay`, `dataset: {DATASET}`). Built by `scripts/build_arena_data.py` (reproducible:
 the same source gives the same bytes).
 

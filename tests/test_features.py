@@ -6,6 +6,7 @@ import pytest
 
 from tierwise.errors import RequestError
 from tierwise.features import FEATURE_NAMES, TASKS, extract_features, parse_hints
+from tierwise.messages import content_text
 
 
 def user(text: str, **body: object) -> dict:
@@ -27,6 +28,9 @@ def user(text: str, **body: object) -> dict:
         ("Explain why the Roman Republic fell, weighing the main theories.", "reasoning"),
         ("hey! I had the strangest dream last night, want to hear about it", "chat"),
         ("Summarize this code:\n```python\ndef f(x):\n    return x\n```", "summarize"),
+        ("Explain me negamax with examples in c#", "code"),  # \b cannot follow the "#"
+        ("How do templates work in C++?", "code"),
+        ("Explain why my F# program is slow", "code"),
     ],
 )
 def test_task_inference(text: str, task: str) -> None:
@@ -130,3 +134,14 @@ def test_huge_prompt_is_bounded_work() -> None:
     features = extract_features(user("lorem ipsum " * 200_000 + " Summarize the above."))
     assert features.input_tokens > 500_000
     assert features.task in TASKS
+
+
+def test_multi_part_text_is_joined_by_newlines_everywhere() -> None:
+    content = [
+        {"type": "text", "text": "Summarize"},
+        {"type": "image_url", "image_url": {"url": "data:,"}},
+        {"type": "text", "text": "this"},
+    ]
+    features = extract_features({"messages": [{"role": "user", "content": content}]})
+    assert features.text == "Summarize\nthis" == content_text(content)
+    assert features.has_images and features.task == "summarize"

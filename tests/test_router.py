@@ -11,7 +11,8 @@ from tests.fakes.upstream import FakeUpstream
 from tests.harness import fleet_config
 from tierwise import RequestError, Router
 from tierwise.config import parse_config
-from tierwise.ledger import SqliteLedger
+from tierwise.errors import ChainExhausted
+from tierwise.ledger import NullLedger, SqliteLedger
 
 CLASSIFY = [{"role": "user", "content": "Classify the sentiment of: 'meh'"}]
 
@@ -85,3 +86,15 @@ def test_sync_complete_and_close_flushes(tmp_path: Path) -> None:
     for up in ups.values():
         loop.run(up.stop())
     loop.stop()
+
+
+def test_a_prompt_the_replay_fleet_does_not_know_says_so_once() -> None:
+    with (
+        Router.from_config("examples/demo.yaml", ledger=NullLedger()) as router,
+        pytest.raises(ChainExhausted) as info,
+    ):
+        router.complete([{"role": "user", "content": "What is the capital of Atlantis?"}])
+    message = str(info.value)
+    assert message.count("a replay fleet answers only the 300 prompts recorded in arena-bench-v1") == 1
+    assert "tierwise serve --config examples/tierwise.yaml" in message
+    assert info.value.status == 400

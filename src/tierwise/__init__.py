@@ -3,6 +3,7 @@
 Importing tierwise does no I/O and loads no provider, database or ML library.
 """
 
+from ._version import __version__ as __version__
 from .config import Config, load_config
 from .errors import (
     ChainExhausted,
@@ -14,8 +15,6 @@ from .errors import (
 from .features import Features
 from .policy.engine import Decision
 from .router import Routed, RoutedStream, Router
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ChainExhausted",

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ._version import __version__
 from .config import Config
 from .errors import ConfigError
 
@@ -71,8 +72,6 @@ def write_artefact(path: str | os.PathLike[str], meta: dict[str, Any], arrays: d
     path = Path(path)
     if _META.removesuffix(".json") in arrays:
         raise ValueError(f"array name {_META!r} is reserved")
-    from . import __version__
-
     full = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -25,14 +25,14 @@ parameters never matter), so two requests share an answer only when the grader c
 apart. The cache holds the tier name only, never the prompt; failures are not cached. Identical
 requests in flight share one call (single-flight). A call that takes longer than ``timeout_ms``, or
 fails, is no answer; after ``policy.cooldown.failures`` such failures in a row the classifier is
-skipped for ``policy.cooldown.seconds``, so a dead grader does not add its timeout to every request.
+skipped for ``policy.cooldown.seconds``, so a dead grader does not add its timeout to every request
+(counted in the Router's state store, so replicas sharing Redis pause together).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -40,12 +40,16 @@ from typing import Any
 
 import orjson
 
+from .calls import call_once
 from .config import Config, ModelEntry
-from .errors import ConfigError, ProviderError
+from .errors import ConfigError
 from .features import Features
 from .ledger.base import Attempt
+from .messages import message_text, reply_text
 from .policy.engine import Decision
-from .providers.base import Provider, UpstreamCall
+from .providers.base import Provider
+from .state.base import State
+from .state.memory import MemoryState
 
 MAX_TOKENS = 16  # a tier name, or {"tier": "execution"}, with room to spare
 SYSTEM_CHARS = 500  # of the request's system prompt
@@ -99,16 +103,6 @@ def parse_tier(reply: Any, tiers: Mapping[str, str]) -> str | None:
     return None
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
 def _clip(text: str, head: int, tail: int = 0) -> str:
     if len(text) <= head + tail:
         return text
@@ -121,7 +115,7 @@ def request_excerpt(body: Mapping[str, Any], features: Features) -> str:
     messages = body.get("messages") or ()
     system = next(
         (
-            _text(m.get("content"))
+            message_text(m)
             for m in messages
             if isinstance(m, dict) and m.get("role") in ("system", "developer")
         ),
@@ -183,7 +177,7 @@ class Classification:
 class TierClassifier:
     """Asks ``policy.classifier.model`` which tier a request needs. One per Router; holds its cache."""
 
-    def __init__(self, config: Config, providers: Mapping[str, Provider]) -> None:
+    def __init__(self, config: Config, providers: Mapping[str, Provider], state: State | None = None) -> None:
         settings = config.policy.classifier
         if settings is None:
             raise ConfigError("policy.classifier: not configured")
@@ -199,10 +193,13 @@ class TierClassifier:
         self._cache_size = settings.cache_size
         self._cache: OrderedDict[bytes, str] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Task[tuple[str | None, Attempt]]] = {}
+        # The classifier's own breaker, in the state store beside the models' (shared by replicas):
+        # consecutive failures, as a dead grader must stop costing its timeout after a few requests.
+        self._state: State = state if state is not None else MemoryState()
+        self._breaker_key = f"classifier:{self.model.name}"
         self._breaker_failures = config.policy.cooldown.failures
         self._breaker_seconds = config.policy.cooldown.seconds
-        self._failures = 0  # consecutive calls that failed (timeouts, provider errors)
-        self._open_until = 0.0  # time.monotonic() before which the classifier is skipped
+        self._suspect = False  # a call failed since the last success: the next success is reported
 
     def body(self, excerpt: str) -> dict[str, Any]:
         """The chat request sent to the grader model."""
@@ -231,12 +228,12 @@ class TierClassifier:
         if task is not None:
             tier, _ = await asyncio.shield(task)
             return Classification(tier, None, cached=True)
-        if self._failures >= self._breaker_failures and time.monotonic() < self._open_until:
+        if await self._state.cooling([self._breaker_key]):
             skipped = Attempt(
                 self.model.name,
                 self.model.provider,
                 "skipped",
-                error=f"classifier cooling down after {self._failures} failed calls in a row",
+                error=f"classifier cooling down after {self._breaker_failures} failed calls in a row",
                 purpose="classifier",
             )
             return Classification(None, skipped, cached=False)
@@ -250,61 +247,35 @@ class TierClassifier:
 
     async def _ask(self, key: bytes, excerpt: str, request_id: str) -> tuple[str | None, Attempt]:
         model = self.model
-        attempt = Attempt(model.name, model.provider, "ok", purpose="classifier")
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                completion = await self._provider.complete(
-                    UpstreamCall(model, self.body(excerpt), request_id)
-                )
-        except TimeoutError:
-            attempt.status = "UpstreamTimeout"
-            attempt.error = (
-                f"{model.name}: no answer within {self._timeout_s * 1000:g} ms (classifier timeout_ms)"
+        call = await call_once(
+            self._provider,
+            model,
+            self.body(excerpt),
+            request_id=request_id,
+            purpose="classifier",
+            timeout_s=self._timeout_s,
+            timeout_setting="policy.classifier.timeout_ms",
+        )
+        attempt = call.attempt
+        if call.completion is None:
+            self._suspect = True
+            await self._state.record_failure(
+                self._breaker_key, threshold=self._breaker_failures, cooldown_s=self._breaker_seconds
             )
-            return None, self._failed(attempt, started)
-        except ProviderError as exc:
-            attempt.status = type(exc).__name__
-            attempt.http_status = exc.status
-            attempt.error = exc.message
-            return None, self._failed(attempt, started)
-        attempt.latency_ms = _ms(started)
-        attempt.http_status = 200
-        usage = completion.usage
-        attempt.input_tokens, attempt.output_tokens = usage.input_tokens, usage.output_tokens
-        attempt.cost_usd = model.cost(usage.input_tokens, usage.output_tokens)
-        self._failures = 0
-        reply = _reply_text(completion.body)
+            return None, attempt
+        if self._suspect:
+            self._suspect = False
+            await self._state.record_success(self._breaker_key)
+        reply = reply_text(call.completion.body)
         tier = parse_tier(reply, self._names)
         if tier is None:
             attempt.status = "unparsed"
             # Not the reply itself: a grader that answered the request instead may echo the prompt,
             # and the ledger never holds prompt text.
-            size = (
-                f"{len(reply)} characters" if isinstance(reply, str) else f"no text ({type(reply).__name__})"
-            )
-            attempt.error = f"{model.name}: reply is not one tier name ({size})"
+            attempt.error = f"{model.name}: reply is not one tier name ({len(reply)} characters)"
             return None, attempt
         if self._cache_size:
             self._cache[key] = tier
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return tier, attempt
-
-    def _failed(self, attempt: Attempt, started: float) -> Attempt:
-        attempt.latency_ms = _ms(started)
-        self._failures += 1
-        if self._failures >= self._breaker_failures:
-            self._open_until = time.monotonic() + self._breaker_seconds
-        return attempt
-
-
-def _reply_text(body: Any) -> Any:
-    try:
-        return body["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 3)

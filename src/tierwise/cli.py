@@ -68,7 +68,10 @@ def _route(args: argparse.Namespace) -> int:
 
         learned = load_learned_router(config)
     engine = PolicyEngine(config, learned=learned)
-    body = {"model": args.model, "messages": [{"role": "user", "content": args.explain}]}
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt.strip():
+        raise ConfigError("route: no prompt; give it as an argument or on standard input")
+    body = {"model": args.model, "messages": [{"role": "user", "content": prompt}]}
     if args.max_tokens:
         body["max_tokens"] = args.max_tokens
     validate_chat_body(body, config.server)
@@ -152,12 +155,14 @@ def _progress_bar(total: int) -> Iterator[Callable[[str], None] | None]:
 def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .evals.baselines import BASELINES
     from .evals.datasets import load_dataset
     from .evals.fleet import default_fleet
     from .evals.output import render_table, write_json, write_plot
-    from .evals.policies import BASELINES, make_policy
+    from .evals.policies import make_policy
     from .evals.run import evaluate, steps
     from .evals.splits import group_folds, kfold
+    from .messages import message_text
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +181,7 @@ def _eval(args: argparse.Namespace) -> int:
                 policy.candidates = _candidates(args.families)
     folds = None
     if args.cv:
-        texts = [str(p.messages[-1].get("content", "")) for p in dataset.prompts]
+        texts = [message_text(p.messages[-1]) for p in dataset.prompts]
         if args.split in ("category", "subject"):
             folds = group_folds(texts, [p.category for p in dataset.prompts], args.cv, seed=args.seed)
         else:
@@ -346,7 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     route = commands.add_parser("route", help="show where a prompt would go and why (calls nothing)")
     route.add_argument("--config", required=True)
-    route.add_argument("--explain", required=True, metavar="PROMPT")
+    route.add_argument(
+        "prompt",
+        nargs="?",
+        default="-",
+        metavar="PROMPT",
+        help="the prompt to route; '-' or none reads it from standard input",
+    )
+    # Routing is always explained: the flag stays so that `route --explain "…"` keeps working.
+    route.add_argument("--explain", action="store_true", help=argparse.SUPPRESS)
     route.add_argument("--model", default="auto")
     route.add_argument("--task")
     route.add_argument("--quality")

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from .errors import RequestError
+from .messages import HINT_HEADERS, HINT_KEYS, HINT_METADATA_KEYS, content_text, has_image
 
 TASKS: tuple[str, ...] = (
     "summarize",
@@ -40,9 +41,6 @@ QUALITIES: tuple[str, ...] = ("low", "normal", "high")
 _HEAD = 3000
 _TAIL = 1000
 _INSTRUCTION_HEAD = 300
-
-_HINT_KEYS = ("task", "quality", "latency_ms", "risk", "tier", "user_tier")
-HINT_HEADERS: dict[str, str] = {f"x-tierwise-{k.replace('_', '-')}": k for k in _HINT_KEYS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +81,11 @@ _LOGGED_FIELDS: tuple[str, ...] = tuple(name for name in Features.__dataclass_fi
 _RE_CODE = re.compile(
     r"\b(?:def|class|import|return|function|const|let|var|public|private|static|void|fn|impl|struct|"
     r"select|insert|update|create\s+table|#include|console\.log|printf|println)\b[^\n]{0,80}[({;:=]"
-    r"|\b(?:python|javascript|typescript|java|c\+\+|c#|rust|golang|kotlin|swift|php|ruby|bash|sql|regex|"
+    r"|\b(?:python|javascript|typescript|java|rust|golang|kotlin|swift|php|ruby|bash|sql|regex|"
     r"html|css|react|django|flask|numpy|pandas|api|code|script|program|function|compile|debug|bug|"
-    r"stack\s*trace|exception|refactor|unit\s+test)\b",
+    r"stack\s*trace|exception|refactor|unit\s+test)\b"
+    # \b cannot end a name that ends in a symbol: "in c#" has no word boundary after the "#".
+    r"|(?<![\w#+])(?:c\+\+|c#|f#)(?![\w#+])",
 )
 _RE_MATH = re.compile(
     r"\d\s*[-+*/^×÷=]\s*\(?\d|\\(?:frac|int|sum|sqrt|cdot|lim)\b|[∫∑√π≤≥≠]"
@@ -141,24 +141,6 @@ def _snippet(text: str) -> str:
     return text[:_HEAD] + "\n" + text[-_TAIL:]
 
 
-def _content_text(content: Any) -> tuple[str, bool]:
-    """Text of one message's content (string or list of parts) and whether it holds an image."""
-    if isinstance(content, str):
-        return content, False
-    if not isinstance(content, list):
-        return "", False
-    texts: list[str] = []
-    image = False
-    for part in content:
-        if isinstance(part, dict):
-            kind = part.get("type")
-            if kind == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif kind in ("image_url", "input_image", "image"):
-                image = True
-    return "\n".join(texts), image
-
-
 def _infer_task(
     last_user: str, system: str, *, has_code: bool, has_math: bool, json_mode: bool, short: bool
 ) -> str:
@@ -188,10 +170,9 @@ def parse_hints(headers: Mapping[str, str] | None, metadata: Any) -> dict[str, A
     """
     raw: dict[str, tuple[Any, str]] = {}
     if isinstance(metadata, dict):
-        for key in _HINT_KEYS:
-            for name in (key, f"tierwise_{key}"):
-                if name in metadata:
-                    raw[key] = (metadata[name], f"metadata.{name}")
+        for name, key in HINT_METADATA_KEYS.items():
+            if name in metadata:
+                raw[key] = (metadata[name], f"metadata.{name}")
     if headers:
         for header, key in HINT_HEADERS.items():
             value = headers.get(header)
@@ -211,9 +192,9 @@ def validate_hints(hints: Mapping[str, Any], *, sources: Mapping[str, str] | Non
     out: dict[str, Any] = {}
     for key, value in hints.items():
         where = (sources or {}).get(key, key)
-        if key not in _HINT_KEYS:
+        if key not in HINT_KEYS:
             raise RequestError(
-                f"{where}: unknown routing hint; expected one of {', '.join(_HINT_KEYS)}", param=where
+                f"{where}: unknown routing hint; expected one of {', '.join(HINT_KEYS)}", param=where
             )
         if value is None:
             continue
@@ -274,8 +255,9 @@ def extract_features(body: Mapping[str, Any], hints: Mapping[str, Any] | None = 
     system = ""
     tool_turns = 0
     for message in messages:
-        text, image = _content_text(message.get("content"))
-        has_images = has_images or image
+        content = message.get("content")
+        text = content_text(content)
+        has_images = has_images or has_image(content)
         chars += len(text)
         role = message.get("role")
         if role == "user":

@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .calls import Outcome, request_row
 from .classifier import TierClassifier
 from .config import Config, load_config
-from .dispatch import Dispatcher, Outcome
-from .errors import ChainExhausted, ProviderError, RequestError, TierwiseError
+from .dispatch import Dispatcher
+from .errors import ChainExhausted, LedgerUnavailable, ProviderError, RequestError, TierwiseError
 from .features import Features, extract_features, parse_hints, validate_hints
 from .http import HttpPool
 from .ledger import Feedback, Ledger, LedgerRow, NullLedger, open_ledger
+from .messages import reply_message, without_hints
 from .policy.engine import Decision, PolicyEngine
 from .providers import Chunk, Provider, build_provider
 from .shadow import ShadowSampler
@@ -36,15 +38,6 @@ from .state import State, open_state
 from .validation import validate_chat_body, validate_feedback_body
 
 T = TypeVar("T")
-
-_HINT_METADATA_KEYS = frozenset(
-    {
-        k
-        for key in ("task", "quality", "latency_ms", "risk", "tier", "user_tier")
-        for k in (key, f"tierwise_{key}")
-    }
-)
-
 
 _CUT_BY_STOP = "cut short: the gateway stopped before the answer was complete"
 
@@ -84,8 +77,7 @@ class Routed:
     @property
     def content(self) -> str | None:
         """The first choice's message text."""
-        choices = self.response.get("choices") or [{}]
-        return (choices[0].get("message") or {}).get("content")
+        return reply_message(self.response).get("content")
 
 
 class RoutedStream:
@@ -161,15 +153,24 @@ class Router:
         self.ledger: Ledger = (
             ledger
             if ledger is not None
-            else open_ledger(config.storage.ledger, queue_size=config.storage.ledger_queue)
+            else open_ledger(
+                config.storage.ledger,
+                queue_size=config.storage.ledger_queue,
+                spill_dir=config.storage.spill_dir,
+                spill_max_bytes=config.storage.spill_max_bytes,
+            )
         )
         self.state: State = state if state is not None else open_state(config.storage.state)
         self.dispatcher = Dispatcher(config, self.providers, self.state)
         self.classifier = (
-            TierClassifier(config, self.providers) if config.policy.classifier is not None else None
+            TierClassifier(config, self.providers, self.state)
+            if config.policy.classifier is not None
+            else None
         )
         self.shadow = (
-            ShadowSampler(config, self.dispatcher, self.ledger) if config.policy.shadow is not None else None
+            ShadowSampler(config, self.providers, self.ledger, policy_version=self.engine.version)
+            if config.policy.shadow is not None
+            else None
         )
         self._counterfactual = config.counterfactual()
         self._largest = max(config.models, key=lambda m: m.context_window)
@@ -238,20 +239,6 @@ class Router:
         features = extract_features(body, hints)
         return features, self.engine.decide(features, model=body["model"])
 
-    @staticmethod
-    def _upstream_body(body: dict[str, Any]) -> dict[str, Any]:
-        """The body to forward: without the routing hints tierwise read from ``metadata``."""
-        metadata = body.get("metadata")
-        if not metadata or not (metadata.keys() & _HINT_METADATA_KEYS):
-            return body
-        rest = {k: v for k, v in metadata.items() if k not in _HINT_METADATA_KEYS}
-        out = dict(body)
-        if rest:
-            out["metadata"] = rest
-        else:
-            del out["metadata"]
-        return out
-
     # -- serving --
 
     async def _begin(
@@ -295,7 +282,7 @@ class Router:
     ) -> Routed:
         """Route and complete one non-streamed chat request (an OpenAI body). Raises TierwiseError."""
         req = await self._begin(body, headers, key_id)
-        upstream = self._upstream_body(body)
+        upstream = without_hints(body)
         try:
             completion = await self.dispatcher.complete(
                 req.decision, upstream, req.features, req.outcome, req.id
@@ -342,7 +329,7 @@ class Router:
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         upstream = self.dispatcher.stream(
-            req.decision, self._upstream_body(body), req.features, req.outcome, req.id
+            req.decision, without_hints(body), req.features, req.outcome, req.id
         )
         chunks = self._logged_stream(upstream, wants_usage, req)
         self._open_streams[req.id] = chunks
@@ -386,33 +373,20 @@ class Router:
             await self._log(req, status, error)
 
     async def _log(self, req: _Request, http_status: int, error: str | None) -> LedgerRow:
-        outcome, features, decision = req.outcome, req.features, req.decision
-        usage = outcome.usage
-        counterfactual = (
-            self._counterfactual.cost(usage.input_tokens, usage.output_tokens) if usage is not None else 0.0
-        )
-        model = outcome.model
-        row = LedgerRow(
+        row = request_row(
+            req.outcome,
             id=req.id,
-            ts=req.arrived,
+            arrived=req.arrived,
+            started=req.started,
             requested_model=req.body.get("model", ""),
-            stream=features.stream,
-            features=features.to_log(),
-            decision=decision.to_log(),
-            policy_version=decision.policy_version,
-            status=outcome.status,
+            stream=req.features.stream,
+            features=req.features.to_log(),
+            decision=req.decision.to_log(),
+            policy_version=req.decision.policy_version,
             http_status=http_status,
-            final_model=model.name if model else None,
-            tier=model.tier if model else None,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cost_usd=round(outcome.cost_usd, 10),
-            counterfactual_cost_usd=round(counterfactual, 10),
-            latency_ms=round((time.perf_counter() - req.started) * 1000, 3),
-            ttft_ms=outcome.ttft_ms,
             error=error,
+            counterfactual=self._counterfactual,
             key_id=req.key_id,
-            attempts=outcome.attempts,
             prompt=req.body.get("messages") if self._capture_prompts else None,
         )
         await self.ledger.record(row)
@@ -424,7 +398,8 @@ class Router:
         """Record how good the answer of request ``request_id`` (its ``x-tierwise-request-id``) was:
         ``score`` 0 (not good enough) to 1. Stored in the ledger beside the request, it is a label
         ``tierwise train --ledger`` learns from. Raises RequestError: a bad field (400), no ledger
-        (400) or no such request (404)."""
+        (400), no such request (404), or the ledger's store unavailable (503, with ``retry_after``: at
+        once, without waiting on the store)."""
         request_id, score, comment = validate_feedback_body(
             {"request_id": request_id, "score": score, "comment": comment}
         )
@@ -432,17 +407,33 @@ class Router:
             raise RequestError("feedback needs a ledger to keep it: storage.ledger is none", status=400)
         if not self._started:
             await self.start()
-        if await self.ledger.get(request_id) is None:
-            await self.ledger.flush()  # the row may still be in the write-behind queue
+        try:
             if await self.ledger.get(request_id) is None:
-                raise RequestError(
-                    f"request_id: no request {request_id!r} in the ledger",
-                    param="request_id",
-                    status=404,
-                    code="request_not_found",
-                )
-        feedback = Feedback(request_id=request_id, score=score, ts=time.time(), comment=comment)
-        await self.ledger.record_feedback(feedback)
+                found = False
+                if self.ledger.health().state == "ok":  # else flush could wait on a spill's replay
+                    await self.ledger.flush()  # the row may still be in the write-behind queue
+                    found = await self.ledger.get(request_id) is not None
+                if not found:
+                    if self.ledger.health().state == "degraded":
+                        # The row may be in the spill, waiting for the store: not known to be missing.
+                        raise LedgerUnavailable("the row may be in the spill", retry_after=1.0)
+                    raise RequestError(
+                        f"request_id: no request {request_id!r} in the ledger",
+                        param="request_id",
+                        status=404,
+                        code="request_not_found",
+                    )
+            feedback = Feedback(request_id=request_id, score=score, ts=time.time(), comment=comment)
+            await self.ledger.record_feedback(feedback)
+        except LedgerUnavailable as exc:
+            # The details (which store, its error) are for the operator's log and /healthz, not the client.
+            raise RequestError(
+                "feedback cannot be stored now: the ledger is unavailable; retry after Retry-After",
+                status=503,
+                code="ledger_unavailable",
+                type="server_error",
+                retry_after=exc.retry_after or 1.0,
+            ) from None
         return feedback
 
     # -- in-process API --

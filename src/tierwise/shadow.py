@@ -19,12 +19,16 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
+from .calls import Outcome, call_once, request_row
 from .config import Config, VerifierConfig
-from .dispatch import Dispatcher, Outcome
-from .ledger import Feedback, Ledger, LedgerRow
-from .policy.cascade import AgreementVerifier, answer_text
+from .errors import LedgerUnavailable
+from .ledger import Feedback, Ledger
+from .messages import reply_text, side_call_body
+from .policy.cascade import AgreementVerifier
+from .providers.base import Provider
 
 log = logging.getLogger("tierwise.shadow")
 
@@ -33,7 +37,13 @@ class ShadowSampler:
     """Starts and tracks the shadow calls of one Router (see the module docstring)."""
 
     def __init__(
-        self, config: Config, dispatcher: Dispatcher, ledger: Ledger, *, seed: int | None = None
+        self,
+        config: Config,
+        providers: Mapping[str, Provider],
+        ledger: Ledger,
+        *,
+        policy_version: str,
+        seed: int | None = None,
     ) -> None:
         shadow = config.policy.shadow
         if shadow is None:
@@ -45,9 +55,9 @@ class ShadowSampler:
         self._compare = AgreementVerifier(
             VerifierConfig(kind="agreement", answer=shadow.answer, min_overlap=shadow.min_overlap)
         )
-        self._dispatcher = dispatcher
+        self._provider = providers[self.model.provider]
         self._ledger = ledger
-        self._policy_version = config.policy_version()
+        self._policy_version = policy_version  # the Router's, artefact and all
         self.random = random.Random(seed)  # seed it for a reproducible sample (simulations, tests)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -57,8 +67,8 @@ class ShadowSampler:
         """Start a shadow call for this answered request, if it is sampled; True if one started."""
         if served_model == self.model.name or self.random.random() >= self.share:
             return False
-        served = answer_text(completion)
-        shadow_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "n")}
+        served = reply_text(completion)
+        shadow_body = side_call_body(body)
         task = asyncio.create_task(self._run(request_id, shadow_body, served_model, served))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -68,15 +78,37 @@ class ShadowSampler:
         arrived, started = time.time(), time.perf_counter()
         outcome = Outcome()
         try:
-            reply = await self._dispatcher.side_call(
-                self.model, body, "shadow", self.timeout_s, outcome, request_id
+            # One try, never counted against the model's health: a failure only means "no label".
+            call = await call_once(
+                self._provider,
+                self.model,
+                body,
+                request_id=request_id,
+                purpose="shadow",
+                timeout_s=self.timeout_s,
+                timeout_setting="policy.shadow.timeout_s",
+                outcome=outcome,
             )
-            if reply is not None:
-                outcome.model, outcome.usage, outcome.status = self.model, reply.usage, "ok"
-            await self._ledger.record(self._row(request_id, arrived, started, outcome))
-            if reply is None:
+            if call.completion is not None:
+                outcome.model, outcome.usage, outcome.status = self.model, call.completion.usage, "ok"
+            await self._ledger.record(
+                request_row(
+                    outcome,
+                    id=f"{request_id}.shadow",
+                    arrived=arrived,
+                    started=started,
+                    requested_model=self.model.name,
+                    stream=False,
+                    features={},
+                    decision={"layer": "shadow", "of": request_id, "chain": [self.model.name]},
+                    policy_version=self._policy_version,
+                    http_status=200 if call.completion is not None else 502,
+                    error=call.attempt.error,
+                )
+            )
+            if call.completion is None:
                 return
-            agree = self._compare.agree(served, answer_text(reply.body))
+            agree = self._compare.agree(served, reply_text(call.completion.body))
             verdict = "agrees" if agree else "disagrees"
             await self._ledger.record_feedback(
                 Feedback(
@@ -87,32 +119,10 @@ class ShadowSampler:
                     source="shadow",
                 )
             )
+        except LedgerUnavailable as exc:  # the ledger says so in /healthz and its own log already
+            log.warning("shadow label for %s not stored: %s", request_id, exc.message)
         except Exception:  # a label is not worth a crash; the request was answered long ago
             log.exception("shadow call for %s failed", request_id)
-
-    def _row(self, request_id: str, arrived: float, started: float, outcome: Outcome) -> LedgerRow:
-        usage = outcome.usage
-        return LedgerRow(
-            id=f"{request_id}.shadow",
-            ts=arrived,
-            requested_model=self.model.name,
-            stream=False,
-            features={},
-            decision={"layer": "shadow", "of": request_id, "chain": [self.model.name]},
-            policy_version=self._policy_version,
-            status=outcome.status,
-            http_status=200 if outcome.status == "ok" else 502,
-            final_model=self.model.name if outcome.model else None,
-            tier=self.model.tier if outcome.model else None,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cost_usd=round(outcome.cost_usd, 10),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            error=None
-            if outcome.status == "ok"
-            else (outcome.attempts[-1].error if outcome.attempts else None),
-            attempts=outcome.attempts,
-        )
 
     async def aclose(self) -> None:
         """Wait for the shadow calls in flight (each is bounded by ``timeout_s``)."""

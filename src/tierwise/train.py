@@ -38,6 +38,7 @@ from .evals.metrics import cpt as _cpt
 from .evals.records import EvalDataset
 from .evals.splits import kfold
 from .features import Features, extract_features
+from .messages import message_text
 from .policy.learned import (
     FEATURE_VERSION,
     Calibration,
@@ -129,7 +130,7 @@ def dataset_model(model: FleetModel, dataset: EvalDataset) -> str | None:
 
 def text_of(messages: Sequence[dict[str, Any]]) -> str:
     """The text a prompt is identified by in splits (its last message, as ``tierwise eval`` does)."""
-    return str(messages[-1].get("content", "")) if messages else ""
+    return message_text(messages[-1]) if messages else ""
 
 
 def build_training_set(

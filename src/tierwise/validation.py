@@ -208,9 +208,12 @@ def validate_chat_body(body: Any, limits: ServerConfig = DEFAULT_LIMITS) -> dict
     if body.get("metadata") is not None:
         _check_metadata(body["metadata"])
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, str):
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise _fail("stop", "must be a string or an array of strings")
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise _fail("stop", "must be a string or an array of strings")
     response_format = body.get("response_format")
     if response_format is not None and not (
         isinstance(response_format, dict) and isinstance(response_format.get("type"), str)

@@ -16,22 +16,20 @@ from typing import Any
 
 import pytest
 
-from tierwise.errors import TierwiseError
-from tierwise.evals import datasets as datasets_module
-from tierwise.evals.arena import load_arena
-from tierwise.evals.datasets import (
+from tierwise.arena_data import load_arena
+from tierwise.errors import DatasetError, TierwiseError
+from tierwise.evals import generic as generic_module
+from tierwise.evals.arena import load_arena_bench
+from tierwise.evals.datasets import KNOWN, load_dataset
+from tierwise.evals.generic import load_generic
+from tierwise.evals.records import EvalDataset, EvalPrompt, ModelResult
+from tierwise.evals.routellm import (
     GPT4,
-    KNOWN,
     MIXTRAL,
-    DatasetError,
-    load_arena_bench,
-    load_dataset,
-    load_generic,
     load_routellm_gsm8k,
     load_routellm_mmlu,
     load_routellm_mtbench,
 )
-from tierwise.evals.records import EvalDataset, EvalPrompt, ModelResult
 from tierwise.features import TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -491,7 +489,7 @@ def test_unknown_file_type_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_documented_csv_example_loads(tmp_path: Path) -> None:
-    doc = datasets_module.__doc__ or ""
+    doc = generic_module.__doc__ or ""
     example = doc.split("For example (CSV)::\n\n")[1].split("\n\n")[0]
     path = tmp_path / "example.csv"
     path.write_text("\n".join(line.strip() for line in example.splitlines()) + "\n", encoding="utf-8")

@@ -13,9 +13,9 @@ from types import ModuleType
 import pytest
 from aiohttp import web
 
+from tierwise.arena_data import ArenaData, load_arena
 from tierwise.config import Config, load_config
 from tierwise.errors import ProviderError
-from tierwise.evals.arena import ArenaData, load_arena
 from tierwise.providers.base import UpstreamCall
 from tierwise.providers.replay import ReplayProvider
 

@@ -39,11 +39,14 @@ def post(stack: Stack, body: bytes, headers: dict[str, str] | None = None) -> tu
     """One raw POST to /v1/chat/completions: (status, parsed JSON body)."""
 
     async def send() -> tuple[int, dict[str, Any]]:
-        async with aiohttp.ClientSession() as http, http.post(
-            f"{stack.base_url}/chat/completions",
-            data=body,
-            headers={"Content-Type": "application/json", **(headers or {})},
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{stack.base_url}/chat/completions",
+                data=body,
+                headers={"Content-Type": "application/json", **(headers or {})},
+            ) as r,
+        ):
             return r.status, orjson.loads(await r.read())
 
     return stack.loop.run(send())

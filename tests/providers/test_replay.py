@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from tierwise.arena_data import ArenaData, load_arena
 from tierwise.config import ModelEntry, Price, ProviderConfig, load_config
 from tierwise.errors import ConfigError, UpstreamRejected, UpstreamUnavailable
-from tierwise.evals.arena import ArenaData, load_arena
 from tierwise.providers import build_provider
 from tierwise.providers.base import Chunk, UpstreamCall, chunk_has_content
 from tierwise.providers.replay import ReplayProvider
@@ -146,12 +146,16 @@ async def test_unknown_prompt_is_rejected(provider: ReplayProvider) -> None:
     call = _call("gpt-4-1106-preview", _user("What is the capital of Atlantis?"), name="strong")
     with pytest.raises(UpstreamRejected) as info:
         await provider.complete(call)
-    assert str(info.value) == "strong: prompt not in replay dataset arena-bench-v1"
+    message = str(info.value)
+    assert message.startswith(
+        "strong: a replay fleet answers only the 300 prompts recorded in arena-bench-v1"
+    )
+    assert "tierwise serve --config examples/tierwise.yaml" in message  # what to do instead
     assert info.value.model == "strong"
     assert not info.value.retryable
-    with pytest.raises(UpstreamRejected, match="prompt not in replay dataset"):
+    with pytest.raises(UpstreamRejected, match="a replay fleet answers only the 300 prompts"):
         await _collect(provider, call)  # before any chunk: dispatch may still fall back
-    with pytest.raises(UpstreamRejected, match="prompt not in replay dataset"):
+    with pytest.raises(UpstreamRejected, match="a replay fleet answers only the 300 prompts"):
         await provider.complete(UpstreamCall(model=_model("claude-1"), body={}))
 
 
@@ -204,9 +208,20 @@ def test_bad_dataset_is_a_config_error_at_construction(tmp_path: Path) -> None:
         ReplayProvider("r", ProviderConfig(kind="replay", dataset=str(bad)), http=None)
 
 
-def test_dataset_is_loaded_once_and_not_at_import(provider: ReplayProvider) -> None:
-    assert ReplayProvider("other", ARENA, http=None)._data is provider._data
-    code = "import tierwise.providers.replay as r; assert r._DATASETS == {}, r._DATASETS"
+def test_the_dataset_is_the_provider_s_own_or_the_one_passed_in(
+    provider: ReplayProvider, arena: ArenaData
+) -> None:
+    own = ReplayProvider("other", ARENA, http=None)
+    assert own._data == provider._data
+    assert own._data is not provider._data  # no cache shared between providers
+    assert ReplayProvider("given", ARENA, http=None, data=arena)._data is arena
+
+
+def test_the_provider_does_not_import_the_offline_evaluation() -> None:
+    code = (
+        "import sys, tierwise.providers.replay; "
+        "assert not [m for m in sys.modules if m.startswith('tierwise.evals')], sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)
 
 

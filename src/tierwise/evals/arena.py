@@ -1,205 +1,89 @@
-"""arena-bench-v1: 300 real Chatbot-Arena prompts with the recorded answers of 15 models, their GPT-4 judge
-grades (1–10) and token counts, shipped in ``tierwise/data/arena-bench-v1/`` (Apache-2.0, see its README).
-
-The file is gzip'd JSON Lines, one question per line::
-
-    {"question_id": "…", "prompt": "…", "input_tokens": 42,
-     "models": {"gpt-4-1106-preview": {"answer": "…", "score": 9.0, "output_tokens": 512}, …}}
-
-``answer`` may be null (left out to keep the file small) and ``score`` may be null (the judge's verdict
-could not be parsed): both mean *missing*, never zero. The same format, gzip'd or plain, can be given as a
-path to serve or evaluate another dataset.
+"""arena-bench-v1 as an evaluation dataset: the arena format (:mod:`tierwise.arena_data`) read into an
+:class:`EvalDataset`, grades 1–10 divided by 10, with list prices for its models.
 """
 
 from __future__ import annotations
 
-import gzip
-import math
+import hashlib
 import os
-import zlib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
-import orjson
+from ..arena_data import BUILTIN, ArenaData, builtin_bytes, parse_arena
+from ..errors import ConfigError, DatasetError
+from ..features import extract_features
+from .records import CL100K, EvalDataset, EvalPrompt, ModelResult
 
-from ..errors import ConfigError
-
-BUILTIN = "arena-bench-v1"
-_BUILTIN_FILE = f"data/{BUILTIN}/{BUILTIN}.jsonl.gz"  # inside the tierwise package
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-@dataclass(frozen=True, slots=True)
-class Question:
-    id: str
-    prompt: str
-    input_tokens: int  # of the prompt text alone
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """One model's recorded result on one question."""
-
-    answer: str | None  # None: not in the file (trimmed); "" is a recorded empty answer
-    score: float | None  # judge grade; None: the verdict could not be parsed
-    output_tokens: int
+# Public list prices per 1M tokens (input, output) when the data was made (shared/data/README.md).
+ARENA_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4-1106-preview": (10.0, 30.0),
+    "gpt-3.5-turbo-1106": (1.0, 2.0),
+    "claude-2.1": (8.0, 24.0),
+    "claude-instant-1": (0.80, 2.40),
+    "Mixtral-8x7B-Instruct-v0.1": (0.60, 0.60),
+    "Llama-2-70b-chat": (0.90, 0.90),
+    "Mistral-7B-Instruct-v0.1": (0.20, 0.20),
+    "Starling-LM-7B-alpha": (0.20, 0.20),
+    "openchat_3.5": (0.20, 0.20),  # "other 7B open models ≈ $0.20/$0.20"
+}
 
 
-@dataclass(frozen=True, slots=True)
-class ArenaData:
-    """Questions × models × (answer, score, tokens). Immutable; build it with :func:`load_arena`."""
+def load_arena_bench(*, data_dir: str | os.PathLike[str] | None = None) -> EvalDataset:
+    """arena-bench-v1 as read by :mod:`tierwise.arena_data`, scores = grade / 10.
 
-    source: str
-    questions: tuple[Question, ...] = field(repr=False)
-    models: tuple[str, ...]
-    results: Mapping[str, Mapping[str, Result]] = field(repr=False)  # question id → model → result
-    _questions: dict[str, Question] = field(init=False, repr=False, compare=False)
-    _prompts: dict[str, str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        prompts: dict[str, str] = {}
-        for question in self.questions:
-            # Identical prompts are indistinguishable to a replay: the first one answers.
-            prompts.setdefault(question.prompt.strip(), question.id)
-        object.__setattr__(self, "_questions", {q.id: q for q in self.questions})
-        object.__setattr__(self, "_prompts", prompts)
-
-    def question(self, qid: str) -> Question:
-        try:
-            return self._questions[qid]
-        except KeyError:
-            raise KeyError(f"{self.source}: no question {qid!r}") from None
-
-    def result(self, qid: str, model: str) -> Result | None:
-        return self.results.get(qid, {}).get(model)
-
-    def answer(self, qid: str, model: str) -> str | None:
-        """The model's recorded answer, or None if the dataset has none for this question."""
-        result = self.result(qid, model)
-        return result.answer if result else None
-
-    def score(self, qid: str, model: str) -> float | None:
-        """The judge's grade of the model's answer, or None if missing (never 0 for missing)."""
-        result = self.result(qid, model)
-        return result.score if result else None
-
-    def tokens(self, qid: str, model: str) -> tuple[int, int]:
-        """(input tokens of the prompt, output tokens of the model's answer)."""
-        result = self.result(qid, model)
-        if result is None:
-            raise KeyError(f"{self.source}: no result of {model!r} for question {qid!r}")
-        return self._questions[qid].input_tokens, result.output_tokens
-
-    def by_prompt(self, text: str) -> str | None:
-        """The id of the question whose prompt is ``text`` (compared after stripping whitespace)."""
-        return self._prompts.get(text.strip())
-
-    def mean_score(self, model: str, qids: Iterable[str] | None = None) -> float | None:
-        """Mean grade of ``model`` over ``qids`` (default: all questions), missing grades left out."""
-        ids = (q.id for q in self.questions) if qids is None else qids
-        scores = [s for s in (self.score(qid, model) for qid in ids) if s is not None]
-        return sum(scores) / len(scores) if scores else None
-
-
-def load_arena(path: str | os.PathLike[str] | None = None) -> ArenaData:
-    """Read the shipped arena-bench-v1 (``path`` None or ``"arena-bench-v1"``) or a file of the same format.
-
-    Raises ConfigError naming the file, the line and what is wrong.
+    The source files all 300 prompts under one category, so ``category`` is tierwise's own inferred task
+    type (``tierwise.features.extract_features(...).task``: qa, code, math, …), which gives held-out splits a
+    real distribution shift to test. The pair is Mixtral-8x7B (weak) and GPT-4-1106 (strong), as in RouteLLM.
+    With ``data_dir``, the compact file ``data_dir/arena-bench-v1/arena-bench-v1.jsonl.gz`` is read: the
+    original arena-hard-auto files become one with ``scripts/build_arena_data.py``.
     """
-    if path is None or str(path) == BUILTIN:
-        source = BUILTIN
-        resource = files("tierwise")
-        for part in _BUILTIN_FILE.split("/"):
-            resource = resource.joinpath(part)
+    if data_dir is None:
         try:
-            raw = resource.read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"{BUILTIN}: the shipped dataset tierwise/{_BUILTIN_FILE} cannot be read ({exc.strerror}); "
-                "reinstall tierwise"
-            ) from None
-    else:
-        source = str(path)
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read the dataset: {exc.strerror}") from None
-    return parse_arena(raw, source=source)
+            raw = builtin_bytes()
+        except ConfigError as exc:
+            raise DatasetError(str(exc)) from None
+        return arena_dataset(raw, source=BUILTIN, name=BUILTIN, tokenizer=CL100K)
+    path = Path(data_dir) / BUILTIN / f"{BUILTIN}.jsonl.gz"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(
+            f"{path}: cannot read ({exc.strerror}): {BUILTIN} is read from its compact file; make it from "
+            "the arena-hard-auto files with scripts/build_arena_data.py --source DIR --out DIR, or leave out "
+            "data_dir to read the shipped copy"
+        ) from None
+    return arena_dataset(raw, source=str(path), name=BUILTIN, tokenizer=CL100K)
 
 
-def parse_arena(raw: bytes, *, source: str = "dataset") -> ArenaData:
-    """Parse the bytes of a dataset file (gzip'd or plain JSON Lines)."""
-    if raw.startswith(_GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ConfigError(f"{source}: not a valid gzip file: {exc}") from None
-    questions: list[Question] = []
-    results: dict[str, dict[str, Result]] = {}
-    models: dict[str, None] = {}  # ordered set
-    # Split on b"\n" only: JSON strings may hold U+2028 and the like, which str.splitlines would cut at.
-    for number, line in enumerate(raw.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        where = f"{source}: line {number}"
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: not valid JSON: {exc}") from None
-        question, entries = _parse_row(row, where)
-        if question.id in results:
-            raise ConfigError(f"{where}: question_id {question.id!r} appears twice")
-        questions.append(question)
-        results[question.id] = entries
-        models.update(dict.fromkeys(entries))
-    if not questions:
-        raise ConfigError(f"{source}: the dataset holds no questions")
-    return ArenaData(source=source, questions=tuple(questions), models=tuple(models), results=results)
-
-
-def _parse_row(row: Any, where: str) -> tuple[Question, dict[str, Result]]:
-    if not isinstance(row, dict):
-        raise ConfigError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    qid = _required(row, "question_id", where)
-    if not isinstance(qid, str) or not qid:
-        raise ConfigError(f"{where}: question_id: must be a non-empty string")
-    prompt = _required(row, "prompt", where)
-    if not isinstance(prompt, str):
-        raise ConfigError(f"{where}: prompt: must be a string")
-    input_tokens = _count(_required(row, "input_tokens", where), f"{where}: input_tokens")
-    models = _required(row, "models", where)
-    if not isinstance(models, dict):
-        raise ConfigError(f"{where}: models: must be an object mapping model names to results")
-    entries = {}
-    for name, entry in models.items():
-        at = f"{where}: models.{name}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{at}: must be an object with answer, score and output_tokens")
-        answer = _required(entry, "answer", at)
-        if answer is not None and not isinstance(answer, str):
-            raise ConfigError(f"{at}.answer: must be a string or null")
-        score = _required(entry, "score", at)
-        if score is not None and (
-            isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score)
-        ):
-            raise ConfigError(f"{at}.score: must be a number or null, got {score!r}")
-        tokens = _count(_required(entry, "output_tokens", at), f"{at}.output_tokens")
-        entries[name] = Result(
-            answer=answer, score=None if score is None else float(score), output_tokens=tokens
-        )
-    return Question(id=qid, prompt=prompt, input_tokens=input_tokens), entries
-
-
-def _required(mapping: dict[str, Any], key: str, where: str) -> Any:
-    if key not in mapping:
-        raise ConfigError(f"{where}: {key}: required")
-    return mapping[key]
-
-
-def _count(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where}: must be an integer ≥ 0, got {value!r}")
-    return value
+def arena_dataset(raw: bytes, *, source: str, name: str, tokenizer: str) -> EvalDataset:
+    """The bytes of a file in the arena format as an evaluation dataset."""
+    try:
+        data: ArenaData = parse_arena(raw, source=source)
+    except ConfigError as exc:
+        raise DatasetError(str(exc)) from None
+    prompts = []
+    for question in data.questions:
+        messages = ({"role": "user", "content": question.prompt},)
+        results = {
+            model: ModelResult(
+                score=None if result.score is None else result.score / 10,
+                input_tokens=question.input_tokens,
+                output_tokens=result.output_tokens,
+                response=result.answer,
+            )
+            for model, result in data.results[question.id].items()
+        }
+        category = extract_features({"messages": list(messages)}).task
+        prompts.append(EvalPrompt(id=question.id, messages=messages, results=results, category=category))
+    weak, strong = "Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+    return EvalDataset(
+        name=name,
+        prompts=tuple(prompts),
+        models=data.models,
+        content_hash=hashlib.sha256(raw).hexdigest(),
+        tokenizer=tokenizer,
+        score_scale="GPT-4 judge grade 1–10 / 10",
+        weak=weak if weak in data.models else None,
+        strong=strong if strong in data.models else None,
+        prices={model: price for model, price in ARENA_PRICES.items() if model in data.models},
+        source=source,
+    )

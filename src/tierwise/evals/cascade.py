@@ -37,9 +37,8 @@ from ..features import extract_features
 from ..policy.cascade import DEFAULT_RUBRIC, JudgeVerifier, Verifier, build_verifiers, judge_messages
 from ..policy.engine import PolicyEngine
 from .fleet import EvalFleet
-from .policies import Routing
 from .records import EvalDataset
-from .replay import Matrices, operating_point
+from .replay import Matrices
 
 UNAVAILABLE = {
     "agreement": "needs more samples of a live model; the data records one answer per model",
@@ -268,90 +267,3 @@ def _judge_costs(dataset: EvalDataset, fleet: EvalFleet, verifier: JudgeVerifier
             answer = result.output_tokens or len(result.response or "") // 4
             costs[i, j] = judge.cost(request + answer + rubric_tokens, JUDGE_OUTPUT_TOKENS)
     return costs
-
-
-# -- what the replay says --------------------------------------------------------------------------
-
-
-def _rate(hits: int, total: int) -> float | None:
-    return hits / total if total else None
-
-
-def detection(replay: CascadeReplay, data: Matrices, fleet: EvalFleet) -> dict[str, Any]:
-    """How well each verifier alone, and the cascade as configured, flag a bad first answer.
-
-    Among the verified prompts: *wrong* is a first answer scoring 0 (correct/incorrect sets only);
-    *worse* is a first answer scoring below the strongest model's recorded answer (escalating helps).
-    """
-    rows = np.flatnonzero(replay.verified)
-    first = replay.first[rows]
-    weak = data.scores[rows, first]
-    strong = data.scores[rows, fleet.strongest]
-    known = ~np.isnan(weak)
-    binary = bool(np.all(np.isin(weak[known], (0.0, 1.0))))
-    wrong = known & (weak == 0) if binary else None
-    worse = known & ~np.isnan(strong) & (weak < strong)
-    columns = {name: replay.rejections[rows, k] for k, name in enumerate(replay.verifiers)}
-    columns["cascade"] = replay.choice[rows] != first
-    out: dict[str, Any] = {"verified_prompts": len(rows)}
-    for name, flagged in columns.items():
-        stats: dict[str, Any] = {"flagged": int(flagged.sum())}
-        for label, bad in (("wrong", wrong), ("worse", worse)):
-            if bad is None:
-                continue
-            stats[f"precision_{label}"] = _rate(int((flagged & bad).sum()), int(flagged.sum()))
-            stats[f"recall_{label}"] = _rate(int((flagged & bad).sum()), int(bad.sum()))
-        out[name] = stats
-    if wrong is not None:
-        out["first_answers_wrong"] = int(wrong.sum())
-    out["first_answers_worse"] = int(worse.sum())
-    return out
-
-
-def summary(replay: CascadeReplay, data: Matrices, fleet: EvalFleet, *, oracle_judge: bool) -> dict[str, Any]:
-    """The replay's details for the report: what ran, what was escalated, what it cost, the sweep."""
-    strong = fleet.strongest
-    escalated = (replay.choice != replay.first) & (replay.first >= 0)
-    return {
-        "verifiers": list(replay.verifiers),
-        "unavailable": replay.unavailable,
-        "oracle_judge": oracle_judge,
-        "oracle_judge_note": (
-            "the judge is modelled by the answer's recorded GPT-4 grade: an upper bound, not a verifier"
-            if oracle_judge and any("judge" in name for name in replay.verifiers)
-            else None
-        ),
-        "escalated": int(escalated.sum()),
-        "escalated_share": float(escalated.mean()) if len(escalated) else 0.0,
-        "extra_cost_per_1k_usd": float(replay.extra_cost.mean() * 1000) if len(escalated) else 0.0,
-        "detection": detection(replay, data, fleet),
-        "sweep": [
-            {
-                "step": label,
-                "quality": (p := operating_point(choice, data, strong, extra)).quality,
-                "cost_per_1k_usd": p.cost * 1000,
-                "strong_share": p.strong_share,
-            }
-            for label, choice, extra in replay.sweep
-        ],
-        "replay_seconds": replay.seconds,
-    }
-
-
-def cascade_routing(
-    engine: PolicyEngine,
-    dataset: EvalDataset,
-    fleet: EvalFleet,
-    data: Matrices,
-    *,
-    oracle_judge: bool = False,
-) -> Routing:
-    """The cascade as an evaluated policy: its choices, extra costs, strictness sweep and details."""
-    replay = replay_cascade(engine, dataset, fleet, data, oracle_judge=oracle_judge)
-    return Routing(
-        choice=replay.choice,
-        version=engine.version,
-        details={"cascade": summary(replay, data, fleet, oracle_judge=oracle_judge)},
-        extra_cost=replay.extra_cost,
-        sweep=[(choice, extra) for _, choice, extra in replay.sweep],
-    )

@@ -24,7 +24,7 @@ import numpy as np
 from ..config import Config
 from ..features import Features, extract_features
 from ..policy.engine import PolicyEngine
-from ..policy.learned import Calibration, Embedder, LearnedRouter, Scorer, make_scorer
+from ..policy.learned import Calibration, Embedder, LearnedRouter, Scorer, make_scorer, threshold_for
 from ..train import Trained, text_of
 from .cascade import CascadeReplay, replay_cascade
 from .fleet import EvalFleet, fleet_from_config
@@ -192,8 +192,6 @@ def recalibrate_for_hybrid(
 ) -> bool:
     """Replace a freshly trained router's calibration and default threshold by the hybrid's (the
     config's cascade behind it), when a training set records answers to replay it on; True if so."""
-    from ..policy.learned import threshold_for
-
     calibrated = hybrid_calibration(trained, training_sets, config, embedder)
     if calibrated is None:
         return False

@@ -25,14 +25,16 @@ import numpy as np
 from ..config import load_config
 from ..embeddings import StaticEmbeddings, load_wordllama
 from ..features import extract_features
-from ..policy.learned import encode, gap_scores, make_scorer, route_many, threshold_for
+from ..policy.learned import Calibration, encode, gap_scores, make_scorer, route_many, threshold_for
 from ..train import CANDIDATES, DEFAULT_TARGET, FleetModel, Trained, pair_metrics, text_of, train_router
 from . import metrics
 from .curves import nondecreasing_convex_hull
 from .fleet import EvalFleet, default_fleet, fleet_from_config
-from .policies import Routing
+from .hybrid import hybrid_routing, recalibrate_for_hybrid
 from .records import EvalDataset
-from .replay import Matrices
+from .replay import Matrices, matrices
+from .routing import Routing
+from .run import cascade_summary, summarise
 
 # A gap 0.05 above the threshold scores ~0.73: steep enough to read, strictly monotone (no ties).
 _SQUASH = 0.05
@@ -161,9 +163,6 @@ class LearnedPolicy:
     ) -> Routing:
         """The config's whole hybrid, as the gateway runs it (``evals/hybrid.py``): the threshold is
         recalibrated for the hybrid on the training prompts, then the test prompts are replayed."""
-        from .cascade import summary
-        from .hybrid import hybrid_routing, recalibrate_for_hybrid
-
         sets = ([self._fold] if self._fold is not None and len(self._fold) else []) + self.train_sets
         details = dict(details)
         if recalibrate_for_hybrid(trained, sets, fleet.config, self._target, self._embeddings()):
@@ -173,7 +172,7 @@ class LearnedPolicy:
         else:
             details["calibration_of"] = "the learned router alone: no training set records answers"
         at_target, sweep = hybrid_routing(trained, self._embeddings(), dataset, fleet, data, threshold)
-        details["cascade"] = summary(at_target, data, fleet, oracle_judge=False)
+        details["cascade"] = cascade_summary(at_target, data, fleet, oracle_judge=False)
         self.runs.append(
             {
                 "ids": [p.id for p in dataset.prompts],
@@ -247,18 +246,13 @@ def pooled_report(
 
     ``tierwise eval --cv`` reports the mean over folds without intervals; this adds them.
     """
-    from .replay import matrices
-
     index = {p.id: i for i, p in enumerate(dataset.prompts)}
     rows = np.array([index[i] for run in policy.runs for i in run["ids"]], dtype=np.int64)
     data = matrices(dataset.subset(list(rows)), fleet)
     weak, strong = data.scores[:, fleet.cheapest], data.scores[:, fleet.strongest]
     out: dict[str, Any] = {"prompts": len(rows), "bootstrap": n_boot, "seed": seed}
-    if all(
-        "sweep" in run for run in policy.runs
-    ):  # the hybrid: point k of the pooled curve pools each fold's
-        from .run import summarise
-
+    # The hybrid: point k of the pooled curve pools each fold's point k.
+    if all("sweep" in run for run in policy.runs):
         pooled = Routing(
             choice=np.concatenate([run["choice"] for run in policy.runs]),
             extra_cost=np.concatenate([run["extra_cost"] for run in policy.runs]),
@@ -320,6 +314,4 @@ def make_learned_policy(spec: str, dataset: EvalDataset, *, seed: int = 0, **kwa
 
 def threshold_of(trained: Trained, **target: float) -> float:
     """The threshold a trained router uses for a target (tests and reports)."""
-    from ..policy.learned import Calibration
-
     return threshold_for(Calibration.from_json(trained.meta["calibration"]), **target)

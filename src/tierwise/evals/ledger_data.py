@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..ledger import Attempt, Feedback, LedgerRow
+from ..ledger import Attempt, Feedback, LedgerRow, open_ledger, safe_url
 from .records import EvalDataset, EvalPrompt, ModelResult
 
 SCORE_SCALE = "feedback score 0..1; else cascade verdict: accepted = 1, rejected = 0"
@@ -153,8 +153,6 @@ def _final_attempt(row: LedgerRow) -> Attempt | None:
 
 async def load_ledger_dataset(url: str, *, since: float | None = None) -> tuple[EvalDataset, LedgerCounts]:
     """Read a ledger (``sqlite:///…`` or ``postgresql://…``) and build its training data."""
-    from ..ledger import open_ledger, safe_url
-
     ledger = open_ledger(url)
     await ledger.start()
     try:

@@ -1,4 +1,5 @@
-"""The policies ``tierwise eval`` can replay, and how each one sweeps its cost–quality curve.
+"""The policies ``tierwise eval`` can replay, how each one sweeps its cost–quality curve, and
+``make_policy``, which builds one from the command line.
 
 Two kinds:
 
@@ -7,51 +8,30 @@ Two kinds:
   its curve runs from always-cheapest through that point to always-strongest, the mixtures one gets by
   randomly sending a share of its traffic to either end (every point on it is achievable).
 * **Score policies** give each prompt a score, higher meaning "send to the strongest"; the curve is
-  RouteLLM's sweep over the 10-bin quantile thresholds of those scores. ``random`` is one; the learned
-  router will be another. Their operating point is the threshold 0.5.
+  RouteLLM's sweep over the 10-bin quantile thresholds of those scores. ``random`` is one
+  (``baselines.py``); the learned router (``learned.py``) on a two-model fleet is another. Their operating
+  point is the threshold 0.5.
 
 A policy may ``fit`` on training prompts before it routes test prompts; the built-ins need no training.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-
+from ..artefact import load_learned_router
 from ..config import load_config
 from ..policy.engine import PolicyEngine
-from .curves import oracle_best, random_router_scores
+from .baselines import baseline
+from .cascade import replay_cascade
 from .fleet import EvalFleet, default_fleet, fleet_from_config
+from .learned import make_learned_policy
 from .records import EvalDataset
 from .replay import Matrices, replay_rules
+from .routing import EvalPolicy, Routing
+from .run import cascade_summary
 
 BUILTIN = ("rules", "random", "oracle", "always-cheapest", "always-strongest")
-BASELINES = ("always-cheapest", "always-strongest", "random", "oracle")
-
-
-@dataclass(slots=True)
-class Routing:
-    """What a policy did on a set of prompts: a fleet index per prompt, or a score per prompt."""
-
-    choice: np.ndarray | None = None  # fleet index per prompt (−1: could not be served)
-    scores: np.ndarray | None = None  # "send to strongest" score per prompt
-    version: str = ""  # the policy version (rules configs) for the report
-    details: dict[str, object] | None = None
-    extra_cost: np.ndarray | None = None  # USD per prompt besides its answer: a cascade's rejected calls
-    sweep: list[tuple[np.ndarray, np.ndarray]] | None = None  # a cascade's curve: (choice, extra_cost)s
-
-
-class EvalPolicy(Protocol):
-    name: str
-
-    def fleet(self, dataset: EvalDataset) -> EvalFleet: ...
-
-    def fit(self, train: EvalDataset, data: Matrices) -> None: ...
-
-    def route(self, dataset: EvalDataset, data: Matrices) -> Routing: ...
 
 
 class RulesPolicy:
@@ -79,14 +59,10 @@ class RulesPolicy:
         fleet = self.fleet(dataset)
         learned = None
         if fleet.config.policy.learned is not None:  # replay the whole hybrid, as the gateway runs it
-            from ..artefact import load_learned_router
-
             learned = load_learned_router(fleet.config)
         engine = PolicyEngine(fleet.config, learned=learned)
         if fleet.config.policy.cascade is not None:
-            from .cascade import cascade_routing
-
-            return cascade_routing(engine, dataset, fleet, data, oracle_judge=self.oracle_judge)
+            return _cascade_routing(engine, dataset, fleet, data, oracle_judge=self.oracle_judge)
         replay = replay_rules(engine, dataset, fleet)
         details: dict[str, object] = {
             "rules": dict(replay.rules.most_common()),
@@ -95,35 +71,23 @@ class RulesPolicy:
         return Routing(choice=replay.choice, version=engine.version, details=details)
 
 
-class _BaselinePolicy:
-    def __init__(self, name: str, fleet: EvalFleet, *, seed: int = 0) -> None:
-        self.name = name
-        self._fleet = fleet
-        self._seed = seed
-
-    def fleet(self, dataset: EvalDataset) -> EvalFleet:
-        return self._fleet
-
-    def fit(self, train: EvalDataset, data: Matrices) -> None:
-        """Baselines do not train."""
-
-    def route(self, dataset: EvalDataset, data: Matrices) -> Routing:
-        n = len(data)
-        if self.name == "always-cheapest":
-            return Routing(choice=np.full(n, self._fleet.cheapest, dtype=np.int64))
-        if self.name == "always-strongest":
-            return Routing(choice=np.full(n, self._fleet.strongest, dtype=np.int64))
-        if self.name == "oracle":
-            # The cheapest model with the best recorded score; a prompt no model has a score for goes
-            # to the strongest.
-            scored = ~np.all(np.isnan(data.scores), axis=1)
-            choice = np.full(n, self._fleet.strongest, dtype=np.int64)
-            if scored.any():
-                choice[scored] = oracle_best(np.nan_to_num(data.scores[scored], nan=-1.0), data.costs[scored])
-            return Routing(choice=choice)
-        if self.name == "random":
-            return Routing(scores=random_router_scores(n, seed=self._seed))
-        raise ValueError(f"unknown baseline {self.name!r}")
+def _cascade_routing(
+    engine: PolicyEngine,
+    dataset: EvalDataset,
+    fleet: EvalFleet,
+    data: Matrices,
+    *,
+    oracle_judge: bool = False,
+) -> Routing:
+    """The cascade as an evaluated policy: its choices, extra costs, strictness sweep and details."""
+    replay = replay_cascade(engine, dataset, fleet, data, oracle_judge=oracle_judge)
+    return Routing(
+        choice=replay.choice,
+        version=engine.version,
+        details={"cascade": cascade_summary(replay, data, fleet, oracle_judge=oracle_judge)},
+        extra_cost=replay.extra_cost,
+        sweep=[(choice, extra) for _, choice, extra in replay.sweep],
+    )
 
 
 def make_policy(
@@ -133,16 +97,10 @@ def make_policy(
     if spec == "rules":
         return RulesPolicy("rules", None)
     if spec in BUILTIN:
-        return _BaselinePolicy(spec, default or default_fleet(dataset), seed=seed)
-    if spec == "learned" or spec.startswith("learned:"):  # learned[:CONFIG]; imported only when asked for
-        from .learned import make_learned_policy
-
+        return baseline(spec, default or default_fleet(dataset), seed=seed)
+    if spec == "learned" or spec.startswith("learned:"):  # learned[:CONFIG]
         return make_learned_policy(spec, dataset, seed=seed)
     path = Path(spec)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return RulesPolicy(path.stem, path)
     raise ValueError(f"--policy {spec!r}: neither a built-in ({', '.join(BUILTIN)}) nor a config file")
-
-
-def baseline(name: str, fleet: EvalFleet, *, seed: int = 0) -> EvalPolicy:
-    return _BaselinePolicy(name, fleet, seed=seed)

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# How the shipped datasets' tokens were counted (scripts/build_*_data.py), for ``EvalDataset.tokenizer``.
+CL100K = "cl100k_base (tiktoken), plain text of prompts and recorded answers"
+
 
 @dataclass(frozen=True, slots=True)
 class ModelResult:

@@ -1,4 +1,5 @@
-"""``tierwise eval``: replay policies over a dataset and compute every metric of the report.
+"""``tierwise eval``: replay policies over a dataset and compute every metric of the report, a cascade
+replay's details included (``cascade_summary``).
 
 The report's quality is the mean recorded score (0..1) of the answers a policy's choices would have
 got; cost is the mean USD per request. Metrics follow their references (see ``metrics.py`` and
@@ -18,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from . import metrics
+from .baselines import BASELINES, baseline
+from .cascade import CascadeReplay
 from .curves import (
     DECILE_PCTS,
     expected_random_curve,
@@ -29,9 +32,9 @@ from .curves import (
     qcut_thresholds,
 )
 from .fleet import EvalFleet
-from .policies import BASELINES, EvalPolicy, Routing, baseline
 from .records import EvalDataset
 from .replay import Matrices, Point, matrices, operating_point, threshold_choices
+from .routing import EvalPolicy, Routing
 from .splits import Split
 
 
@@ -301,6 +304,73 @@ def summarise(
     if n_boot:
         out["ci95"] = _bootstrap(ev, ctx, n_boot=n_boot, seed=seed)
     return out
+
+
+def _rate(hits: int, total: int) -> float | None:
+    return hits / total if total else None
+
+
+def _detection(replay: CascadeReplay, data: Matrices, fleet: EvalFleet) -> dict[str, Any]:
+    """How well each verifier alone, and the cascade as configured, flag a bad first answer.
+
+    Among the verified prompts: *wrong* is a first answer scoring 0 (correct/incorrect sets only);
+    *worse* is a first answer scoring below the strongest model's recorded answer (escalating helps).
+    """
+    rows = np.flatnonzero(replay.verified)
+    first = replay.first[rows]
+    weak = data.scores[rows, first]
+    strong = data.scores[rows, fleet.strongest]
+    known = ~np.isnan(weak)
+    binary = bool(np.all(np.isin(weak[known], (0.0, 1.0))))
+    wrong = known & (weak == 0) if binary else None
+    worse = known & ~np.isnan(strong) & (weak < strong)
+    columns = {name: replay.rejections[rows, k] for k, name in enumerate(replay.verifiers)}
+    columns["cascade"] = replay.choice[rows] != first
+    out: dict[str, Any] = {"verified_prompts": len(rows)}
+    for name, flagged in columns.items():
+        stats: dict[str, Any] = {"flagged": int(flagged.sum())}
+        for label, bad in (("wrong", wrong), ("worse", worse)):
+            if bad is None:
+                continue
+            stats[f"precision_{label}"] = _rate(int((flagged & bad).sum()), int(flagged.sum()))
+            stats[f"recall_{label}"] = _rate(int((flagged & bad).sum()), int(bad.sum()))
+        out[name] = stats
+    if wrong is not None:
+        out["first_answers_wrong"] = int(wrong.sum())
+    out["first_answers_worse"] = int(worse.sum())
+    return out
+
+
+def cascade_summary(
+    replay: CascadeReplay, data: Matrices, fleet: EvalFleet, *, oracle_judge: bool
+) -> dict[str, Any]:
+    """A cascade replay's details for the report: what ran, what was escalated, what it cost, the sweep."""
+    strong = fleet.strongest
+    escalated = (replay.choice != replay.first) & (replay.first >= 0)
+    return {
+        "verifiers": list(replay.verifiers),
+        "unavailable": replay.unavailable,
+        "oracle_judge": oracle_judge,
+        "oracle_judge_note": (
+            "the judge is modelled by the answer's recorded GPT-4 grade: an upper bound, not a verifier"
+            if oracle_judge and any("judge" in name for name in replay.verifiers)
+            else None
+        ),
+        "escalated": int(escalated.sum()),
+        "escalated_share": float(escalated.mean()) if len(escalated) else 0.0,
+        "extra_cost_per_1k_usd": float(replay.extra_cost.mean() * 1000) if len(escalated) else 0.0,
+        "detection": _detection(replay, data, fleet),
+        "sweep": [
+            {
+                "step": label,
+                "quality": (p := operating_point(choice, data, strong, extra)).quality,
+                "cost_per_1k_usd": p.cost * 1000,
+                "strong_share": p.strong_share,
+            }
+            for label, choice, extra in replay.sweep
+        ],
+        "replay_seconds": replay.seconds,
+    }
 
 
 def evaluate(

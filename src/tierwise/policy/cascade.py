@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import CascadeConfig, VerifierConfig
+from ..messages import last_user_text, message_text, reply_message, reply_text
 from .arithmetic import check_arithmetic
 from .schema import schema_errors
 
@@ -73,32 +74,8 @@ def _message(choice: Mapping[str, Any]) -> Mapping[str, Any]:
     return message if isinstance(message, Mapping) else {}
 
 
-def _content(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts
-        return "".join(
-            p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text"
-        )
-    return ""
-
-
-def answer_text(completion: Mapping[str, Any]) -> str:
-    """The first choice's text ("" for a tool call or an empty answer)."""
-    choices = _choices(completion)
-    return _content(_message(choices[0])) if choices else ""
-
-
 def _where(index: int, total: int) -> str:
     return f"choice {index}: " if total > 1 else ""
-
-
-def _last_user_text(body: Mapping[str, Any]) -> str:
-    for message in reversed(body.get("messages") or ()):
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            return _content(message)
-    return ""
 
 
 # -- the verifiers ------------------------------------------------------------------------------------
@@ -150,7 +127,7 @@ class JsonSchemaVerifier(Verifier):
         message = _message(choice)
         if message.get("refusal"):
             return "refused instead of answering in JSON"
-        text = _content(message).strip()
+        text = message_text(message).strip()
         if not text:
             return "no JSON content"
         try:
@@ -176,9 +153,9 @@ class RegexVerifier(Verifier):
 
     def problem(self, body: Mapping[str, Any], choice: Mapping[str, Any]) -> str | None:
         message = _message(choice)
-        if message.get("tool_calls") and not _content(message):
+        if message.get("tool_calls") and not message_text(message):
             return None  # a tool call has no text to match
-        if self.pattern.search(_content(message)) is None:
+        if self.pattern.search(message_text(message)) is None:
             return f"does not match {self.pattern.pattern!r}"
         return None
 
@@ -188,7 +165,7 @@ class NonEmptyVerifier(Verifier):
 
     def problem(self, body: Mapping[str, Any], choice: Mapping[str, Any]) -> str | None:
         message = _message(choice)
-        if _content(message).strip() or message.get("tool_calls"):
+        if message_text(message).strip() or message.get("tool_calls"):
             return None
         return "empty answer"
 
@@ -233,7 +210,7 @@ class NoRefusalVerifier(Verifier):
             return f"refused: {str(message['refusal'])[:80]!r}"
         if choice.get("finish_reason") == "content_filter":
             return "stopped by the provider's content filter"
-        head = _content(message)[:REFUSAL_WINDOW].lower().replace("’", "'")
+        head = message_text(message)[:REFUSAL_WINDOW].lower().replace("’", "'")
         found = _REFUSAL.search(head)
         return f"refusal phrase {found.group()!r}" if found else None
 
@@ -304,7 +281,7 @@ class ArithmeticVerifier(Verifier):
         checked = wrong = 0
         first = None
         for i, choice in enumerate(choices):
-            result = check_arithmetic(_content(_message(choice)))
+            result = check_arithmetic(message_text(_message(choice)))
             checked += result.checked
             wrong += len(result.wrong)
             if result.wrong and first is None:
@@ -330,10 +307,10 @@ class UsesNumbersVerifier(Verifier):
     kind = "uses_numbers"
 
     def problem(self, body: Mapping[str, Any], choice: Mapping[str, Any]) -> str | None:
-        given = _numbers(_last_user_text(body))
+        given = _numbers(last_user_text(body.get("messages") or ()))
         if not given:
             return None
-        used = _numbers(_content(_message(choice)))
+        used = _numbers(message_text(_message(choice)))
         unused = [g for g in sorted(given) if g not in used and g / 100 not in used]
         if unused:
             return "never uses " + ", ".join(f"{n:g}" for n in unused[:5]) + " from the request"
@@ -407,12 +384,12 @@ class AgreementVerifier(Verifier):
         samples: Sequence[Mapping[str, Any] | None] = extra or ()
         if not samples:
             return self.reject("no second sample to compare with")
-        text = answer_text(completion)
+        text = reply_text(completion)
         agreeing = 0
         for sample in samples:
             if sample is None:
                 return self.reject("a sample call failed: cannot check agreement")
-            agreeing += self.agree(text, answer_text(sample))
+            agreeing += self.agree(text, reply_text(sample))
         score = agreeing / len(samples)
         if agreeing < len(samples):
             return self.reject(f"{len(samples) - agreeing} of {len(samples)} samples disagree", score)
@@ -450,7 +427,7 @@ def _transcript(body: Mapping[str, Any]) -> str:
     parts = []
     for message in body.get("messages") or ():
         if isinstance(message, Mapping):
-            parts.append(f"{message.get('role', 'user')}: {_content(message)}")
+            parts.append(f"{message.get('role', 'user')}: {message_text(message)}")
     fmt = body.get("response_format")
     if isinstance(fmt, Mapping) and fmt.get("type") in ("json_schema", "json_object"):
         parts.append(f"(required response format: {json.dumps(fmt, ensure_ascii=False)[:2000]})")
@@ -461,8 +438,8 @@ def judge_messages(
     body: Mapping[str, Any], completion: Mapping[str, Any], rubric: str | None = None
 ) -> list[dict[str, str]]:
     """The messages to send the review model: the rubric, the request and the answer to grade."""
-    answer = answer_text(completion)
-    calls = _message(_choices(completion)[0]).get("tool_calls") if _choices(completion) else None
+    answer = reply_text(completion)
+    calls = reply_message(completion).get("tool_calls")
     if calls:
         answer += "\n(tool calls: " + json.dumps(calls, ensure_ascii=False)[:4000] + ")"
     return [

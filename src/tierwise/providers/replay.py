@@ -19,34 +19,31 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..arena_data import BUILTIN, ArenaData, load_arena
 from ..config import ProviderConfig
 from ..errors import UpstreamRejected, UpstreamUnavailable
-from ..evals.arena import BUILTIN, ArenaData, load_arena
+from ..messages import user_texts
 from .base import Chunk, Completion, UpstreamCall, Usage
 
 _WORDS_PER_CHUNK = 4
 _PIECE = re.compile(r"\s*\S+\s*|\s+")  # words with the whitespace after them; concatenation is lossless
 
-# Datasets are immutable and a few MB: load each once per process, keyed by source, on first need.
-_DATASETS: dict[str, ArenaData] = {}
-
-
-def _dataset(source: str) -> ArenaData:
-    data = _DATASETS.get(source)
-    if data is None:
-        data = _DATASETS[source] = load_arena(None if source == BUILTIN else source)
-    return data
-
 
 class ReplayProvider:
-    """Answers from a recorded dataset; ``config.dataset`` is ``arena-bench-v1`` or a path."""
+    """Answers from a recorded dataset; ``config.dataset`` is ``arena-bench-v1`` or a path.
 
-    def __init__(self, name: str, config: ProviderConfig, *, http: Any = None) -> None:
+    ``data`` is that dataset already read (``tierwise.arena_data.load_arena``), for callers that build
+    several providers over one file; by default each provider reads its own.
+    """
+
+    def __init__(
+        self, name: str, config: ProviderConfig, *, http: Any = None, data: ArenaData | None = None
+    ) -> None:
         del http  # no network
         self.name = name
         self.dataset_name = config.dataset or BUILTIN
-        # Loaded here, so a bad path or a malformed file is a ConfigError at start-up, not a request failure.
-        self._data = _dataset(self.dataset_name)
+        # Read here, so a bad path or a malformed file is a ConfigError at start-up, not a request failure.
+        self._data = data if data is not None else load_arena(self.dataset_name)
 
     async def complete(self, call: UpstreamCall) -> Completion:
         answer, usage = self._lookup(call)
@@ -96,7 +93,10 @@ class ReplayProvider:
         qid = self._question_id(call.body.get("messages"))
         if qid is None:
             raise UpstreamRejected(
-                f"{call.model.name}: prompt not in replay dataset {self.dataset_name}",
+                f"{call.model.name}: a replay fleet answers only the {len(self._data.questions)} prompts "
+                f"recorded in {self.dataset_name} (examples/demo.py sends them), and this is not one of "
+                "them; to answer any prompt, serve a fleet of real providers, e.g. "
+                "`tierwise serve --config examples/tierwise.yaml` with their API keys in the environment",
                 model=call.model.name,
                 status=400,
             )
@@ -121,25 +121,12 @@ class ReplayProvider:
     def _question_id(self, messages: Any) -> str | None:
         """The first user message is the arena prompt; the last one is tried for conversations that
         put something else first."""
-        texts = [
-            _text(m.get("content")) for m in messages or () if isinstance(m, dict) and m.get("role") == "user"
-        ]
+        texts = user_texts(messages)
         for text in (texts[0], texts[-1]) if texts else ():
             qid = self._data.by_prompt(text)
             if qid is not None:
                 return qid
         return None
-
-
-def _text(content: Any) -> str:
-    """A message's text: a string, or the text parts of a content list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
 
 
 def _completion_id() -> str:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from tierwise.arena_data import BUILTIN, ArenaData, load_arena, parse_arena
 from tierwise.errors import ConfigError
-from tierwise.evals.arena import BUILTIN, ArenaData, load_arena, parse_arena
 
 # the full upstream data: ../shared/data beside the repository, where the machine has it
-SOURCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "arena-bench-v1"
+SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "arena-bench-v1"
 
 MODELS = {
     "claude-1", "claude-2.1", "claude-instant-1", "gpt-3.5-turbo", "gpt-3.5-turbo-1106", "gpt-4-0314",

@@ -1,0 +1,202 @@
+"""The cascade: verify the cheap answer, escalate to the next model of the chain when it fails.
+
+``decision.cascade`` asks for it; ``policy/cascade.py`` holds the verifiers (pure checks), this module
+runs them against live answers. The first model's answer is verified before anything of it reaches the
+client. Accepted, it is returned. Rejected, its attempt stays in the outcome with status ``"rejected"``,
+its cost charged and ``error`` naming the verifier and why, and the next model of the chain answers — at
+most ``cascade.max_escalations`` times. The answer of the model reached after the last permitted
+escalation (or of the chain's last model) is returned unverified: nothing is left to escalate to, and a
+judge's verdict nobody can act on is money spent for a log line. Provider failures of a verified model
+fall back as usual and are not escalations.
+
+Agreement draws ``samples - 1`` more answers of the same model at once (``purpose="sample"``, charged);
+the judge asks the review model (``purpose="judge"``, charged, bounded by the verifier's ``timeout_s``);
+a failed or unparseable sample or judge call rejects the answer — when unsure, escalate. Checks that need
+no call run first, so a schema failure never pays for a judge.
+
+A streamed request is buffered: the verified model's whole stream is read (nothing is sent), assembled
+and verified; accepted, the held chunks are replayed to the client as they came; rejected, they are
+dropped and the next model streams — so no byte of a rejected answer ever reaches the client, at the
+price of a time to first token equal to the cheap model's whole answer plus its verification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .calls import Call, Outcome, call_once
+from .config import CascadeConfig, ModelEntry
+from .errors import AttemptFailure
+from .features import Features
+from .ledger.base import Attempt
+from .messages import reply_text, side_call_body
+from .policy.cascade import JudgeVerifier, Verdict, Verifier, build_verifiers, completion_from_chunks
+from .providers.base import Chunk, Completion, Provider, Usage
+
+
+@dataclass(slots=True)
+class Buffered:
+    """A model's whole stream, read and held back: its chunks, attempt and usage."""
+
+    chunks: list[Chunk]
+    attempt: Attempt
+    usage: Usage
+
+
+class Caller(Protocol):
+    """What the cascade needs of the dispatcher: one model's answer, with its retries and breaker."""
+
+    async def call(
+        self, model: ModelEntry, body: dict[str, Any], outcome: Outcome, request_id: str
+    ) -> Call | None: ...
+
+    async def buffer(
+        self, model: ModelEntry, body: dict[str, Any], features: Features, outcome: Outcome, request_id: str
+    ) -> Buffered | None: ...
+
+
+class Escalation:
+    """Runs a cascade over the first models of a chain; see the module docstring."""
+
+    def __init__(
+        self,
+        cascade: CascadeConfig,
+        models: Mapping[str, ModelEntry],
+        providers: Mapping[str, Provider],
+        caller: Caller,
+    ) -> None:
+        self._verifiers: tuple[Verifier, ...] = build_verifiers(cascade)
+        self._max_escalations = cascade.max_escalations
+        self._models = models
+        self._providers = providers
+        self._caller = caller
+
+    async def complete(
+        self, plan: list[ModelEntry], body: dict[str, Any], outcome: Outcome, request_id: str
+    ) -> tuple[Completion | None, list[ModelEntry]]:
+        """Verify the answers of the chain's first models; return an accepted one, or (None, the models
+        that answer unverified)."""
+        rejections = 0
+        for i, model in enumerate(plan):
+            if rejections >= self._max_escalations or i == len(plan) - 1:
+                return None, plan[i:]
+            answered = await self._caller.call(model, body, outcome, request_id)
+            if answered is None:
+                continue  # the model failed: fall back, as without a cascade
+            completion = answered.completion
+            assert completion is not None
+            verdict = await self._verify(model, body, completion.body, outcome, request_id)
+            if verdict.accept:
+                answered.attempt.verified = True  # a label for training: this answer passed the checks
+                outcome.model, outcome.usage, outcome.status = model, completion.usage, "ok"
+                return completion, []
+            self._reject(model, answered.attempt, verdict, outcome)
+            rejections += 1
+        return None, []
+
+    async def buffer(
+        self,
+        plan: list[ModelEntry],
+        body: dict[str, Any],
+        features: Features,
+        outcome: Outcome,
+        request_id: str,
+    ) -> tuple[list[Chunk] | None, list[ModelEntry]]:
+        """The streamed form of ``complete``: each verified model's stream is read whole and held; an
+        accepted one is returned for replay, a rejected one is dropped unseen."""
+        rejections = 0
+        for i, model in enumerate(plan):
+            if rejections >= self._max_escalations or i == len(plan) - 1:
+                return None, plan[i:]
+            held = await self._caller.buffer(model, body, features, outcome, request_id)
+            if held is None:
+                continue
+            completion = completion_from_chunks([chunk.data for chunk in held.chunks])
+            verdict = await self._verify(model, body, completion, outcome, request_id)
+            if verdict.accept:
+                held.attempt.verified = True
+                outcome.model, outcome.usage, outcome.status = model, held.usage, "ok"
+                return held.chunks, []
+            self._reject(model, held.attempt, verdict, outcome)
+            rejections += 1
+        return None, []
+
+    async def _verify(
+        self,
+        model: ModelEntry,
+        body: dict[str, Any],
+        completion: dict[str, Any],
+        outcome: Outcome,
+        request_id: str,
+    ) -> Verdict:
+        """Run the verifiers in order; the first rejection decides."""
+        for verifier in self._verifiers:
+            extra: Any = None
+            if verifier.needs == "sample":  # drawn concurrently: the wait is one sample's, not the sum
+                draws = (
+                    self._sample(model, body, verifier, outcome, request_id)
+                    for _ in range(verifier.config.samples - 1)
+                )
+                extra = list(await asyncio.gather(*draws))
+            elif verifier.needs == "judge":
+                assert isinstance(verifier, JudgeVerifier)
+                extra = await self._judge(verifier, body, completion, outcome, request_id)
+            verdict = verifier.check(body, completion, extra)
+            if not verdict.accept:
+                return verdict
+        return Verdict(True, "cascade", "every verifier accepted")
+
+    @staticmethod
+    def _reject(model: ModelEntry, attempt: Attempt, verdict: Verdict, outcome: Outcome) -> None:
+        reason = f"{verdict.verifier}: {verdict.reason}"
+        attempt.status = "rejected"
+        attempt.error = f"cascade: {reason}"[:500]
+        outcome.failures.append(AttemptFailure(model.name, "Rejected", reason[:300]))
+
+    async def _sample(
+        self, model: ModelEntry, body: dict[str, Any], verifier: Verifier, outcome: Outcome, request_id: str
+    ) -> dict[str, Any] | None:
+        """One more answer of the same model, for agreement: one try, charged; None if it failed."""
+        sample_body = side_call_body(body)
+        sample_body["temperature"] = verifier.config.temperature  # samples must be free to differ
+        call = await call_once(
+            self._providers[model.provider],
+            model,
+            sample_body,
+            request_id=request_id,
+            purpose="sample",
+            outcome=outcome,
+        )
+        return call.completion.body if call.completion is not None else None
+
+    async def _judge(
+        self,
+        verifier: JudgeVerifier,
+        body: dict[str, Any],
+        completion: dict[str, Any],
+        outcome: Outcome,
+        request_id: str,
+    ) -> str | None:
+        """The review model's reply to the rubric prompt, or None if the call failed or timed out."""
+        assert verifier.model is not None  # the config requires it
+        judge = self._models[verifier.model]
+        judge_body: dict[str, Any] = {
+            "model": judge.name,
+            "messages": verifier.messages(body, completion),
+            "temperature": 0,
+            "max_tokens": 20,
+        }
+        call = await call_once(
+            self._providers[judge.provider],
+            judge,
+            judge_body,
+            request_id=request_id,
+            purpose="judge",
+            timeout_s=verifier.config.timeout_s,
+            timeout_setting="judge timeout_s",
+            outcome=outcome,
+        )
+        return reply_text(call.completion.body) if call.completion is not None else None
