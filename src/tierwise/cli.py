@@ -26,6 +26,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .router import Router
 
     router = Router.from_config(args.config)
+    access = router.config.server.access_log
+    if access != "off":  # one JSON line per request on stderr, beside the warnings
+        logging.getLogger("tierwise.access").setLevel(logging.INFO if access == "info" else logging.DEBUG)
     app = create_app(router, shutdown_timeout=args.shutdown_timeout)
     loop_factory = None
     try:
@@ -130,7 +133,11 @@ def _report(args: argparse.Namespace) -> int:
         finally:
             await ledger.close()
 
-    summary = summarize(*asyncio.run(fetch()))
+    rows, feedback = asyncio.run(fetch())
+    if args.until is not None:
+        rows = [row for row in rows if row.ts < args.until]
+        feedback = [item for item in feedback if item.ts < args.until]
+    summary = summarize(rows, feedback)
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0
 
@@ -375,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", help="read the ledger URL from this config")
     source.add_argument("--ledger", help="ledger URL, e.g. sqlite:///./tierwise.db")
     report.add_argument("--since", type=float, help="only rows at or after this unix time")
+    report.add_argument("--until", type=float, help="only rows before this unix time")
     report.add_argument("--json", action="store_true")
     report.set_defaults(run=_report)
     evaluate = commands.add_parser("eval", help="replay policies on real multi-model data: cost vs quality")

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .answer_path import KINDS, answer_path
 from .ledger.base import Feedback, LedgerRow
 
 
@@ -62,6 +63,29 @@ class Group:
         }
 
 
+@dataclass(slots=True)
+class Paths:
+    """How the answers of a group of requests were reached (see ``answer_path.py``)."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    reasons: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+
+    def add(self, row: LedgerRow) -> None:
+        path = answer_path(row)
+        self.counts[path.kind] += 1
+        if path.kind in ("escalated", "fell_back"):
+            self.reasons[path.kind][f"{path.first_tier}->{path.final_tier}: {path.reason}"] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        n = sum(self.counts.values())
+        out: dict[str, Any] = {"requests": n}
+        for kind in KINDS:
+            out[kind] = self.counts[kind]
+            out[f"{kind}_share"] = self.counts[kind] / n if n else 0.0
+        out["reasons"] = {kind: dict(counts) for kind, counts in self.reasons.items()}
+        return out
+
+
 def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> dict[str, Any]:
     """The report as a JSON-ready dict: totals, and groups by model, tier and task type."""
     grades: dict[str, float] = {}
@@ -78,6 +102,8 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
     answered_counterfactual = 0.0
     answered_cost = 0.0
     latencies: list[float] = []
+    paths: dict[str, Paths] = defaultdict(Paths)
+    paths_by_version: dict[str, dict[str, Paths]] = defaultdict(lambda: defaultdict(Paths))
     for row in rows:
         if row.decision.get("layer") == "shadow":
             shadow_calls += 1
@@ -89,7 +115,10 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
         total.add(row, grade)
         by_model[row.final_model or "(none)"].add(row, grade)
         by_tier[row.tier or "(none)"].add(row, grade)
-        by_task[str(row.features.get("task", "?"))].add(row, grade)
+        task = str(row.features.get("task", "?"))
+        by_task[task].add(row, grade)
+        paths[task].add(row)
+        paths_by_version[row.policy_version][task].add(row)
         for attempt in row.attempts:
             if attempt.purpose == "answer" and (attempt.verified or attempt.status == "rejected"):
                 verdicts[attempt.model]["accepted" if attempt.verified else "rejected"] += 1
@@ -124,6 +153,13 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
         "by_model": {k: g.as_dict(n) for k, g in sorted(by_model.items())},
         "by_tier": {k: g.as_dict(n) for k, g in sorted(by_tier.items())},
         "by_task": {k: g.as_dict(n) for k, g in sorted(by_task.items())},
+        # Per task type: answered by the first choice, escalated for quality (a cascade rejected the
+        # cheaper answer), fell back for availability, failed.
+        "escalation_by_task": {k: p.as_dict() for k, p in sorted(paths.items())},
+        "escalation_by_policy_version": {
+            version: {k: p.as_dict() for k, p in sorted(tasks.items())}
+            for version, tasks in sorted(paths_by_version.items())
+        },
     }
 
 
@@ -151,6 +187,19 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"shadow   {shadow['calls']} calls, ${shadow['cost_usd']:.4f} (not in the cost above)")
         for model, counts in shadow["agreement"].items():
             lines.append(f"shadow   {model}: agreed {counts['agree']}, disagreed {counts['disagree']}")
+    escalation = summary.get("escalation_by_task") or {}
+    if escalation:
+        width = max(4, *(len(k) for k in escalation))
+        lines += [
+            "",
+            f"{'task':<{width}}  {'requests':>8}  {'first choice':>12}  {'escalated':>9}  "
+            f"{'fell back':>9}  {'failed':>6}   (escalated: for quality; fell back: for availability)",
+        ]
+        for task, p in escalation.items():
+            lines.append(
+                f"{task:<{width}}  {p['requests']:>8}  {p['first_choice_share']:>12.1%}  "
+                f"{p['escalated_share']:>9.1%}  {p['fell_back_share']:>9.1%}  {p['error_share']:>6.1%}"
+            )
     for title, key in (("model", "by_model"), ("tier", "by_tier"), ("task", "by_task")):
         groups = summary[key]
         if not groups:

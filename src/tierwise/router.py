@@ -14,13 +14,16 @@ is global, so two routers in one process never share counters.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
 
 from .calls import Outcome, request_row
 from .classifier import TierClassifier
@@ -37,9 +40,34 @@ from .shadow import ShadowSampler
 from .state import State, open_state
 from .validation import validate_chat_body, validate_feedback_body
 
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
 T = TypeVar("T")
 
 _CUT_BY_STOP = "cut short: the gateway stopped before the answer was complete"
+_ACCESS = logging.getLogger("tierwise.access")
+
+
+def _access_line(row: LedgerRow) -> str:
+    """The access log's line of one request: JSON, never the prompt or a key."""
+    return orjson.dumps(
+        {
+            "request_id": row.id,
+            "key_id": row.key_id,
+            "requested_model": row.requested_model[:64],
+            "model": row.final_model,
+            "tier": row.tier,
+            "task": row.features.get("task"),
+            "rule": row.decision.get("rule"),
+            "policy_version": row.policy_version,
+            "status": row.status,
+            "http_status": row.http_status,
+            "stream": row.stream,
+            "latency_ms": row.latency_ms,
+            "cost_usd": row.cost_usd,
+        }
+    ).decode()
 
 
 def _request_id() -> str:
@@ -161,6 +189,11 @@ class Router:
             )
         )
         self.state: State = state if state is not None else open_state(config.storage.state)
+        self.metrics: Metrics | None = None
+        if config.server.metrics:
+            from .metrics import Metrics  # prometheus_client loads only when metrics are on
+
+            self.metrics = Metrics()
         self.dispatcher = Dispatcher(config, self.providers, self.state)
         self.classifier = (
             TierClassifier(config, self.providers, self.state)
@@ -168,10 +201,15 @@ class Router:
             else None
         )
         self.shadow = (
-            ShadowSampler(config, self.providers, self.ledger, policy_version=self.engine.version)
+            ShadowSampler(
+                config, self.providers, self.ledger, policy_version=self.engine.version, metrics=self.metrics
+            )
             if config.policy.shadow is not None
             else None
         )
+        self._access_level = {"off": 0, "info": logging.INFO, "debug": logging.DEBUG}[
+            config.server.access_log
+        ]
         self._counterfactual = config.counterfactual()
         self._largest = max(config.models, key=lambda m: m.context_window)
         self._capture_prompts = config.storage.capture_prompts
@@ -390,6 +428,10 @@ class Router:
             prompt=req.body.get("messages") if self._capture_prompts else None,
         )
         await self.ledger.record(row)
+        if self.metrics is not None:
+            self.metrics.observe(row)
+        if self._access_level and _ACCESS.isEnabledFor(self._access_level):
+            _ACCESS.log(self._access_level, _access_line(row))
         return row
 
     # -- feedback --

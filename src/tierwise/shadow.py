@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .calls import Outcome, call_once, request_row
 from .config import Config, VerifierConfig
@@ -29,6 +29,9 @@ from .ledger import Feedback, Ledger
 from .messages import reply_text, side_call_body
 from .policy.cascade import AgreementVerifier
 from .providers.base import Provider
+
+if TYPE_CHECKING:  # prometheus_client loads only when metrics are on
+    from .metrics import Metrics
 
 log = logging.getLogger("tierwise.shadow")
 
@@ -44,6 +47,7 @@ class ShadowSampler:
         *,
         policy_version: str,
         seed: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         shadow = config.policy.shadow
         if shadow is None:
@@ -60,6 +64,7 @@ class ShadowSampler:
         self._policy_version = policy_version  # the Router's, artefact and all
         self.random = random.Random(seed)  # seed it for a reproducible sample (simulations, tests)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._metrics = metrics
 
     def maybe_start(
         self, request_id: str, body: dict[str, Any], served_model: str, completion: dict[str, Any]
@@ -91,24 +96,27 @@ class ShadowSampler:
             )
             if call.completion is not None:
                 outcome.model, outcome.usage, outcome.status = self.model, call.completion.usage, "ok"
-            await self._ledger.record(
-                request_row(
-                    outcome,
-                    id=f"{request_id}.shadow",
-                    arrived=arrived,
-                    started=started,
-                    requested_model=self.model.name,
-                    stream=False,
-                    features={},
-                    decision={"layer": "shadow", "of": request_id, "chain": [self.model.name]},
-                    policy_version=self._policy_version,
-                    http_status=200 if call.completion is not None else 502,
-                    error=call.attempt.error,
-                )
+            row = request_row(
+                outcome,
+                id=f"{request_id}.shadow",
+                arrived=arrived,
+                started=started,
+                requested_model=self.model.name,
+                stream=False,
+                features={},
+                decision={"layer": "shadow", "of": request_id, "chain": [self.model.name]},
+                policy_version=self._policy_version,
+                http_status=200 if call.completion is not None else 502,
+                error=call.attempt.error,
             )
+            await self._ledger.record(row)
+            if self._metrics is not None:
+                self._metrics.observe(row)
             if call.completion is None:
                 return
             agree = self._compare.agree(served, reply_text(call.completion.body))
+            if self._metrics is not None:
+                self._metrics.observe_shadow_verdict(served_model, agree)
             verdict = "agrees" if agree else "disagrees"
             await self._ledger.record_feedback(
                 Feedback(

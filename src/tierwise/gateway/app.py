@@ -240,6 +240,16 @@ async def list_models(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": data})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format of the router's metrics (404 with ``server.metrics: false``)."""
+    router = request.app[ROUTER_KEY]
+    if router.metrics is None:
+        raise RequestError("/metrics: off (server.metrics: false)", status=404, code="not_found")
+    return web.Response(
+        body=router.metrics.exposition(), headers={"Content-Type": router.metrics.content_type}
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness and the ledger's state. A degraded ledger (its store down, rows in the spill) still
     answers 200: requests are served and their rows kept; the body says so, with the figures."""
@@ -323,6 +333,7 @@ def create_app(
     app.router.add_post("/v1/feedback", feedback)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     return app
 
 
