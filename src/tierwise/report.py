@@ -170,6 +170,8 @@ def render(summary: dict[str, Any]) -> str:
         f"fallback rate {summary['fallback_rate']:.1%}",
         f"cost ${summary['cost_usd']:.4f}  vs always-strongest ${summary['counterfactual_usd']:.4f}  "
         f"saved ${summary['savings_usd']:.4f} ({summary['savings_pct']:.1f}%)",
+        "  (always-strongest: the strongest model's prices for the tokens served; its own answers, often",
+        "   longer, would have cost more, so this understates the saving — see README, 'One savings figure')",
     ]
     if summary["latency_ms_p50"] is not None:
         lines.append(
