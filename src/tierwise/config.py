@@ -289,6 +289,18 @@ class ShadowConfig(_Frozen):
     answer: Literal["auto", "number", "text"] = "auto"
     min_overlap: float | None = Field(default=None, ge=0, le=1)
     timeout_s: float = Field(default=60.0, gt=0)
+    judge: ShadowJudgeConfig | None = None
+
+
+class ShadowJudgeConfig(_Frozen):
+    """A judge of the shadow: ``model`` compares the served answer with the shadow model's, blind and
+    pairwise, in both orders (a verdict that flips with the order is a tie). The verdict — the served
+    answer wins, ties or loses — is stored as feedback of source ``judge`` (1, 0.5, 0), reported per
+    task type and policy version with a 95% interval, and counted in /metrics."""
+
+    model: str = Field(min_length=1)
+    rubric: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
 
 
 class PolicyConfig(_Frozen):
@@ -414,6 +426,8 @@ class Config(_Frozen):
         shadow = self.policy.shadow
         if shadow is not None and shadow.model not in names:
             errors.append(f"policy.shadow.model: unknown model {shadow.model!r}")
+        if shadow is not None and shadow.judge is not None and shadow.judge.model not in names:
+            errors.append(f"policy.shadow.judge.model: unknown model {shadow.judge.model!r}")
         if shadow is not None and self.storage.ledger == "none":
             errors.append(
                 "policy.shadow: its calls and labels are kept in the ledger; storage.ledger is none"

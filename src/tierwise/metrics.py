@@ -87,6 +87,12 @@ class Metrics:
             ["served_model", "verdict"],
             registry=r,
         )
+        self.judge_verdicts = Counter(
+            "tierwise_shadow_judge_verdicts",
+            "The served answer against the shadow baseline's, judged blind in both orders.",
+            ["served_model", "verdict"],
+            registry=r,
+        )
         self.upstream_latency = Histogram(
             "tierwise_upstream_latency_seconds",
             "Latency of answer attempts, by model.",
@@ -157,6 +163,10 @@ class Metrics:
 
     def observe_shadow_verdict(self, served_model: str, agree: bool) -> None:
         self.shadow_verdicts.labels(served_model, "agree" if agree else "disagree").inc()
+
+    def observe_judge_verdict(self, served_model: str, verdict: str) -> None:
+        """A judged shadow: the served answer's ``win``, ``tie`` or ``loss`` against the baseline's."""
+        self.judge_verdicts.labels(served_model, verdict).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

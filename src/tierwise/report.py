@@ -14,8 +14,9 @@ is reported on its own line, outside every group and total.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,8 +91,12 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
     """The report as a JSON-ready dict: totals, and groups by model, tier and task type."""
     grades: dict[str, float] = {}
     shadow_says: dict[str, float] = {}
+    judged: dict[str, float] = {}
     for item in sorted(feedback, key=lambda f: f.ts):  # the latest grade of a request counts
-        (shadow_says if item.source == "shadow" else grades)[item.request_id] = item.score
+        {"shadow": shadow_says, "judge": judged}.get(item.source, grades)[item.request_id] = item.score
+    judge_cost = 0.0
+    baseline_cost: dict[str, float] = {}  # request id → what its shadow (baseline) answer cost
+    judged_rows: list[LedgerRow] = []
     shadow_calls, shadow_cost = 0, 0.0
     agreement: dict[str, dict[str, int]] = defaultdict(lambda: {"agree": 0, "disagree": 0})
     verdicts: dict[str, dict[str, int]] = defaultdict(lambda: {"accepted": 0, "rejected": 0})
@@ -107,8 +112,15 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
     for row in rows:
         if row.decision.get("layer") == "shadow":
             shadow_calls += 1
-            shadow_cost += row.cost_usd
+            for attempt in row.attempts:
+                if attempt.purpose == "judge":
+                    judge_cost += attempt.cost_usd
+                else:
+                    shadow_cost += attempt.cost_usd
+                    baseline_cost[str(row.decision.get("of"))] = attempt.cost_usd
             continue
+        if row.id in judged:
+            judged_rows.append(row)
         if row.id in shadow_says and row.final_model:
             agreement[row.final_model]["agree" if shadow_says[row.id] >= 0.5 else "disagree"] += 1
         grade = grades.get(row.id)
@@ -148,6 +160,13 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
         "shadow": {
             "calls": shadow_calls,
             "cost_usd": shadow_cost,
+            "judge_cost_usd": judge_cost,
+            "judged_by_task": _judged(
+                judged_rows, judged, baseline_cost, lambda r: str(r.features.get("task"))
+            ),
+            "judged_by_policy_version": _judged(
+                judged_rows, judged, baseline_cost, lambda r: r.policy_version
+            ),
             "agreement": {model: dict(counts) for model, counts in sorted(agreement.items())},
         },
         "by_model": {k: g.as_dict(n) for k, g in sorted(by_model.items())},
@@ -161,6 +180,43 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
             for version, tasks in sorted(paths_by_version.items())
         },
     }
+
+
+def _judged(
+    rows: list[LedgerRow],
+    verdicts: dict[str, float],
+    baseline_cost: dict[str, float],
+    key: Callable[[LedgerRow], str],
+) -> dict[str, Any]:
+    """Judged shadows per group: the served answer's wins, ties and losses against the baseline, the
+    share no worse (wins + ties) with its 95% Wilson interval, and the cost of both answers."""
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        g = groups.setdefault(
+            key(row),
+            {"judged": 0, "wins": 0, "ties": 0, "losses": 0, "cost_usd": 0.0, "baseline_cost_usd": 0.0},
+        )
+        score = verdicts[row.id]
+        g["judged"] += 1
+        g["wins" if score == 1.0 else "losses" if score == 0.0 else "ties"] += 1
+        g["cost_usd"] += row.cost_usd
+        g["baseline_cost_usd"] += baseline_cost.get(row.id, 0.0)
+    for g in groups.values():
+        no_worse = g["wins"] + g["ties"]
+        g["no_worse_share"] = no_worse / g["judged"]
+        g["no_worse_ci95"] = list(wilson(no_worse, g["judged"]))
+        g["cost_share"] = g["cost_usd"] / g["baseline_cost_usd"] if g["baseline_cost_usd"] else None
+    return dict(sorted(groups.items()))
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default); (0, 1) with no trials."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -189,6 +245,16 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"shadow   {shadow['calls']} calls, ${shadow['cost_usd']:.4f} (not in the cost above)")
         for model, counts in shadow["agreement"].items():
             lines.append(f"shadow   {model}: agreed {counts['agree']}, disagreed {counts['disagree']}")
+        for task, g in shadow.get("judged_by_task", {}).items():
+            lo, hi = g["no_worse_ci95"]
+            cost = f", at {g['cost_share']:.0%} of its cost" if g["cost_share"] is not None else ""
+            lines.append(
+                f"judged   {task}: routed answers no worse than the baseline's in {g['no_worse_share']:.0%} "
+                f"[{lo:.0%}, {hi:.0%}] of {g['judged']} sampled requests ({g['wins']} won, {g['ties']} tied, "
+                f"{g['losses']} lost){cost}"
+            )
+        if shadow.get("judge_cost_usd"):
+            lines.append(f"judge    ${shadow['judge_cost_usd']:.4f} (not in the cost above)")
     escalation = summary.get("escalation_by_task") or {}
     if escalation:
         width = max(4, *(len(k) for k in escalation))

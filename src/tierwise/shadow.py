@@ -9,6 +9,10 @@ would have fared — and ``tierwise train --ledger`` learns from it (``evals/led
 
 The shadow call costs what a call costs: it is a ledger row of its own (id ``<request id>.shadow``,
 decision layer ``shadow``, ``of`` the request), which ``tierwise report`` counts apart from requests.
+With ``policy.shadow.judge``, a judge model also compares the two answers, blind and in both orders
+(``policy/pairwise.py``), and the served answer's verdict — win, tie or loss — is stored as feedback
+of source ``judge`` (1, 0.5, 0); its calls are charged to the shadow's row.
+
 It never delays or changes a response. ``aclose`` waits for calls in flight (up to ``timeout_s``), so a
 graceful stop loses no label; a failed shadow call leaves the request unlabelled.
 """
@@ -28,6 +32,7 @@ from .errors import LedgerUnavailable
 from .ledger import Feedback, Ledger
 from .messages import reply_text, side_call_body
 from .policy.cascade import AgreementVerifier
+from .policy.pairwise import SCORES, Verdict, pairwise_messages, parse_preference, verdict
 from .providers.base import Provider
 
 if TYPE_CHECKING:  # prometheus_client loads only when metrics are on
@@ -59,7 +64,10 @@ class ShadowSampler:
         self._compare = AgreementVerifier(
             VerifierConfig(kind="agreement", answer=shadow.answer, min_overlap=shadow.min_overlap)
         )
+        self._providers = providers
         self._provider = providers[self.model.provider]
+        self._judge_config = shadow.judge
+        self._judge = config.model(shadow.judge.model) if shadow.judge is not None else None
         self._ledger = ledger
         self._policy_version = policy_version  # the Router's, artefact and all
         self.random = random.Random(seed)  # seed it for a reproducible sample (simulations, tests)
@@ -94,8 +102,12 @@ class ShadowSampler:
                 timeout_setting="policy.shadow.timeout_s",
                 outcome=outcome,
             )
+            judged = None
             if call.completion is not None:
                 outcome.model, outcome.usage, outcome.status = self.model, call.completion.usage, "ok"
+                if self._judge is not None:
+                    baseline = reply_text(call.completion.body)
+                    judged = await self._judged(request_id, body, served, baseline, outcome)
             row = request_row(
                 outcome,
                 id=f"{request_id}.shadow",
@@ -117,20 +129,69 @@ class ShadowSampler:
             agree = self._compare.agree(served, reply_text(call.completion.body))
             if self._metrics is not None:
                 self._metrics.observe_shadow_verdict(served_model, agree)
-            verdict = "agrees" if agree else "disagrees"
+            agreement = "agrees" if agree else "disagrees"
             await self._ledger.record_feedback(
                 Feedback(
                     request_id=request_id,
                     score=1.0 if agree else 0.0,
                     ts=time.time(),
-                    comment=f"shadow {self.model.name} {verdict} with {served_model}",
+                    comment=f"shadow {self.model.name} {agreement} with {served_model}",
                     source="shadow",
                 )
             )
+            if judged is not None:
+                if self._metrics is not None:
+                    self._metrics.observe_judge_verdict(served_model, judged)
+                assert self._judge is not None
+                await self._ledger.record_feedback(
+                    Feedback(
+                        request_id=request_id,
+                        score=SCORES[judged],
+                        ts=time.time(),
+                        comment=f"judge {self._judge.name}: {served_model} {judged} "
+                        f"against {self.model.name}",
+                        source="judge",
+                    )
+                )
         except LedgerUnavailable as exc:  # the ledger says so in /healthz and its own log already
             log.warning("shadow label for %s not stored: %s", request_id, exc.message)
         except Exception:  # a label is not worth a crash; the request was answered long ago
             log.exception("shadow call for %s failed", request_id)
+
+    async def _judged(
+        self, request_id: str, body: dict[str, Any], served: str, baseline: str, outcome: Outcome
+    ) -> Verdict | None:
+        """The served answer's verdict against the baseline's, asked in both orders at once (the calls
+        are charged to the shadow's row); None if a reply could not be read."""
+        assert self._judge is not None and self._judge_config is not None
+        judge, config = self._judge, self._judge_config
+        provider = self._providers[judge.provider]
+        orders = ((served, baseline), (baseline, served))
+        calls = await asyncio.gather(
+            *(
+                call_once(
+                    provider,
+                    judge,
+                    {
+                        "model": judge.name,
+                        "messages": pairwise_messages(body, a, b, config.rubric),
+                        "temperature": 0,
+                        "max_tokens": 8,
+                    },
+                    request_id=request_id,
+                    purpose="judge",
+                    timeout_s=config.timeout_s,
+                    timeout_setting="policy.shadow.judge.timeout_s",
+                    outcome=outcome,
+                )
+                for a, b in orders
+            )
+        )
+        first, second = (
+            parse_preference(reply_text(c.completion.body)) if c.completion is not None else None
+            for c in calls
+        )
+        return verdict(first, second)
 
     async def aclose(self) -> None:
         """Wait for the shadow calls in flight (each is bounded by ``timeout_s``)."""

@@ -55,6 +55,7 @@ import re
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
@@ -213,6 +214,8 @@ class FakeUpstream:
         self.port = port
         self.url = ""
         self._reply = reply
+        # When set, the reply to each request is reply_for(its body): a judge that reads its prompt.
+        self.reply_for: Callable[[dict[str, Any]], str] | None = None
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._failures: deque[tuple[int, dict[str, str], dict[str, Any] | None]] = deque()
         self._fault: str | None = None
@@ -392,7 +395,7 @@ class FakeUpstream:
                 tool = next((name for name in tools if name in last_user), None)
         if tool:
             return _Answer("", "tool_calls", tool=tool)
-        text = self._reply
+        text = self.reply_for(body) if self.reply_for is not None else self._reply
         finish = "stop"
         stop_sequence = None
         stops = body.get("stop") if self.kind == "openai" else body.get("stop_sequences")

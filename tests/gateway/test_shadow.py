@@ -73,6 +73,9 @@ def test_a_shadow_answer_that_agrees_labels_the_served_one_1(stack: Stack) -> No
         "calls": 1,
         "cost_usd": pytest.approx(shadow.cost_usd),  # … its cost is reported apart
         "agreement": {"draft-1": {"agree": 1, "disagree": 0}},
+        "judge_cost_usd": 0.0,  # no judge configured
+        "judged_by_task": {},
+        "judged_by_policy_version": {},
     }
 
 
@@ -125,3 +128,56 @@ def test_shadow_config_is_checked() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(doc)
     assert "policy.shadow.share: must be > 0" in str(info.value)
+
+
+def _judge_prefers(word: str):  # type: ignore[no-untyped-def]
+    """A judge that reads its prompt and prefers the answer containing ``word``, whichever slot it is in."""
+
+    def reply(body: dict[str, Any]) -> str:
+        prompt = body["messages"][-1]["content"]
+        a = prompt.split("[Answer A]")[1].split("[Answer B]")[0]
+        return "A" if word in a else "B"
+
+    return reply
+
+
+@pytest.mark.parametrize(("preferred", "verdict", "score"), [("cheap", "win", 1.0), ("strong", "loss", 0.0)])
+def test_a_judged_shadow_compares_blind_in_both_orders(
+    tmp_path: Path, preferred: str, verdict: str, score: float
+) -> None:
+    stack = _stack(tmp_path, answer="text", judge={"model": "review-1", "timeout_s": 5})
+    try:
+        stack.upstreams["backup"].reply_for = _judge_prefers(preferred)
+        for _ in range(4):
+            assert _ask(stack, CLASSIFY).headers["x-tierwise-model"] == "draft-1"
+        rows, feedback = _settled(stack)
+        judge_prompts = [r["messages"][-1]["content"] for r in stack.upstreams["backup"].requests]
+    finally:
+        stack.close()
+    assert len(judge_prompts) == 8  # two orders per request
+    assert all("draft-1" not in p and "exec-1" not in p for p in judge_prompts)  # blind
+    judged = [f for f in feedback if f.source == "judge"]
+    assert [f.score for f in judged] == [score] * 4
+    assert all(f"draft-1 {verdict} against exec-1" in (f.comment or "") for f in judged)
+    shadows = [r for r in rows if r.decision.get("layer") == "shadow"]
+    assert all(sum(a.purpose == "judge" and a.cost_usd > 0 for a in r.attempts) == 2 for r in shadows)
+    summary = summarize(rows, feedback)
+    by_task = summary["shadow"]["judged_by_task"]["classify"]
+    assert (by_task["judged"], by_task["wins" if verdict == "win" else "losses"]) == (4, 4)
+    assert by_task["no_worse_share"] == (1.0 if verdict == "win" else 0.0)
+    lo, hi = by_task["no_worse_ci95"]
+    assert 0 <= lo <= by_task["no_worse_share"] <= hi <= 1 and hi - lo > 0.3  # 4 samples: a wide interval
+    assert by_task["cost_share"] < 1  # the cheap answers cost less than the baseline's
+    assert summary["shadow"]["judge_cost_usd"] > 0
+    assert summary["requests"] == 4  # shadow and judge calls are not requests
+
+
+def test_a_judge_whose_verdict_flips_with_the_order_is_a_tie(tmp_path: Path) -> None:
+    stack = _stack(tmp_path, answer="text", judge={"model": "review-1", "timeout_s": 5})
+    try:
+        stack.upstreams["backup"].reply = "A"  # always the first slot: position bias
+        _ask(stack, CLASSIFY)
+        _, feedback = _settled(stack)
+    finally:
+        stack.close()
+    assert [f.score for f in feedback if f.source == "judge"] == [0.5]

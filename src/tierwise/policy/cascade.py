@@ -416,14 +416,16 @@ _SCORE = re.compile(
 )
 
 
-def _clip(text: str, limit: int = _JUDGE_CHARS) -> str:
+def clip_for_judge(text: str, limit: int = _JUDGE_CHARS) -> str:
+    """``text`` bounded for a judge's prompt: its head and tail, the middle elided."""
     if len(text) <= limit:
         return text
     half = limit // 2
     return f"{text[:half]}\n[… {len(text) - limit} characters omitted …]\n{text[-half:]}"
 
 
-def _transcript(body: Mapping[str, Any]) -> str:
+def transcript(body: Mapping[str, Any]) -> str:
+    """A request's messages as the text a judge reads (and its required response format)."""
     parts = []
     for message in body.get("messages") or ():
         if isinstance(message, Mapping):
@@ -446,7 +448,7 @@ def judge_messages(
         {"role": "system", "content": _JUDGE_SYSTEM.format(rubric=rubric or DEFAULT_RUBRIC)},
         {
             "role": "user",
-            "content": f"[Request]\n{_clip(_transcript(body))}\n\n[Answer]\n{_clip(answer)}",
+            "content": f"[Request]\n{clip_for_judge(transcript(body))}\n\n[Answer]\n{clip_for_judge(answer)}",
         },
     ]
 
