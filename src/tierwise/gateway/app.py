@@ -22,6 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from ..errors import ProviderError, RequestError, TierwiseError
 from ..router import Router
 from ..validation import validate_feedback_body
+from .dashboard import add_dashboard
 from .responses import (
     SSE_DONE,
     SSE_HEADERS,
@@ -334,6 +335,7 @@ def create_app(
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_dashboard(app, router)
     return app
 
 
