@@ -7,7 +7,9 @@ In one run, against one fast fake upstream (``tests/fakes/upstream.py``, its own
   * ``passthrough``: ``bench/passthrough.py``, a bare aiohttp proxy — the reference floor;
   * ``tierwise``: ``tierwise serve`` as a user runs it: ``model="auto"``, the built-in rules, the SQLite
     ledger on, every response header;
-  * ``tierwise-noledger``: the same with ``storage.ledger: none``, to show the ledger's share.
+  * ``tierwise-noledger``: the same with ``storage.ledger: none``, to show the ledger's share;
+  * ``tierwise-keys`` (only when named in ``--systems``): ``tierwise`` with ``auth.mode: keys``, a tenant
+    budget (day and month) and rate limits on the key and tenant, in memory state: the access layer's cost.
 For each and each concurrency: requests/s, p50/p99 latency, CPU ms per request of the served process
 (user + system, with its children) and its peak RSS; then tierwise's ratios to the pass-through of the
 same run against the project's targets. Each system under test gets a CPU of its own when the machine
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import os
 import platform
 import signal
@@ -39,12 +42,14 @@ import orjson
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEMS = ("upstream", "passthrough", "tierwise", "tierwise-noledger")
+SYSTEMS = ("upstream", "passthrough", "tierwise", "tierwise-noledger", "tierwise-keys")
+DEFAULT_SYSTEMS = SYSTEMS[:4]
 LABELS = {
     "upstream": "upstream (direct)",
     "passthrough": "pass-through proxy",
     "tierwise": "tierwise",
     "tierwise-noledger": "tierwise, ledger none",
+    "tierwise-keys": "tierwise, keys + budgets",
 }
 TARGETS = {
     "rps_ratio_min": 0.70,
@@ -369,6 +374,18 @@ def tierwise_config(upstream: str, ledger: str) -> dict[str, Any]:
     return {"providers": providers, "models": models, "storage": {"ledger": ledger}}
 
 
+def access_config() -> dict[str, Any]:
+    """Keys on: the load generator's key is a config key of a tenant with budgets and rate limits no
+    request reaches, so every request pays for the checks and none is refused."""
+    digest = "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()
+    limits = {"requests_per_minute": 10_000_000, "tokens_per_minute": 10_000_000_000}
+    return {
+        "auth": {"mode": "keys"},
+        "tenants": {"bench": {"budget": {"daily_usd": 1e6, "monthly_usd": 1e7}, "rate_limits": limits}},
+        "keys": [{"id": "bench", "tenant": "bench", "hash": digest, "rate_limits": limits}],
+    }
+
+
 def ledger_rows(path: Path) -> int | None:
     if not path.exists():
         return None
@@ -411,9 +428,13 @@ async def run(args: argparse.Namespace, servers: list[Server], workdir: Path) ->
                 str(port),
             ]
         else:
-            ledger = "none" if system == "tierwise-noledger" else f"sqlite:///{workdir / 'tierwise.db'}"
+            # A ledger file per system: the row count below is tierwise's own.
+            ledger = "none" if system == "tierwise-noledger" else f"sqlite:///{workdir / f'{system}.db'}"
             config = workdir / f"{system}.yaml"
-            config.write_bytes(orjson.dumps(tierwise_config(upstream_url, ledger)))  # JSON is YAML
+            settings = tierwise_config(upstream_url, ledger)
+            if system == "tierwise-keys":
+                settings |= access_config()
+            config.write_bytes(orjson.dumps(settings))  # JSON is YAML
             argv = [py, "-m", "tierwise.cli", "serve", "--config", str(config), "--port", str(port)]
             argv += ["--shutdown-timeout", "5"]
         server = Server(system, argv, port=port, cpus=sut_cpus, logdir=workdir)
@@ -606,6 +627,12 @@ def render(report: dict[str, Any]) -> str:
             for c in levels
         )
         lines.append(f"the SQLite ledger's share of tierwise CPU per request: {share}")
+    if "tierwise" in results and "tierwise-keys" in results:
+        plain, keyed = results["tierwise"], results["tierwise-keys"]
+        added = ", ".join(
+            f"c={c}: {keyed[c].cpu_ms_per_request - plain[c].cpu_ms_per_request:+.3f} ms" for c in levels
+        )
+        lines.append(f"CPU per request added by keys, budgets and rate limits: {added}")
     if "ledger_rows" in extra.get("tierwise", {}):
         rows_written, sent = extra["tierwise"]["ledger_rows"], extra["tierwise"]["requests_sent"]
         lines.append(f"ledger rows written by tierwise: {rows_written} (successful requests sent: {sent})")
@@ -655,7 +682,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--concurrency", default="1,10,50", help="comma-separated levels; the first is the latency one"
     )
     parser.add_argument(
-        "--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}"
+        "--systems",
+        default=",".join(DEFAULT_SYSTEMS),
+        help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all but tierwise-keys)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
@@ -716,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, extra = measured["results"], measured["extra"]
     report: dict[str, Any] = {"results": results, "extra": extra, "ratios": {}}
     if "passthrough" in results:
-        for system in ("tierwise", "tierwise-noledger"):
+        for system in ("tierwise", "tierwise-noledger", "tierwise-keys"):
             if system in results:
                 report["ratios"][system] = ratios(results, extra, system)
     info = machine()

@@ -210,3 +210,63 @@ def test_a_list_with_a_bad_item_reports_the_item_not_an_empty_list() -> None:
     assert "must not be empty" not in message
     with pytest.raises(ConfigError, match=r"policy.cascade.verifiers: must not be empty"):
         parse_config(with_change("policy.cascade", {"verifiers": []}))
+
+
+ACCESS_HASH = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("access", "expected"),
+    [
+        ({"auth": {"mode": "keys"}}, "auth.mode: keys needs at least one tenant under tenants"),
+        ({"auth": {"mode": "open"}}, "auth.mode: must be one of 'none' or 'keys'"),
+        (
+            {"tenants": {"t": {}}, "keys": [{"id": "k", "tenant": "nobody", "hash": ACCESS_HASH}]},
+            "keys[0].tenant: unknown tenant 'nobody'; tenants: t",
+        ),
+        (
+            {"tenants": {"t": {}}, "keys": [{"id": "k", "tenant": "t", "hash": "plaintext-key"}]},
+            "keys[0].hash: string should match pattern",
+        ),
+        ({"tenants": {"t": {"allowed_tiers": ["gold"]}}}, "tenants.t.allowed_tiers: unknown tier 'gold'"),
+        (
+            {"tenants": {"t": {"allowed_models": ["gpt-9"]}}},
+            "tenants.t.allowed_models: unknown model 'gpt-9'",
+        ),
+        ({"tenants": {"t": {"budget": {"daily_usd": -1}}}}, "tenants.t.budget.daily_usd: must be > 0"),
+        ({"tenants": {"t": {"budget": {"downgrade_at": 1.5}}}}, "tenants.t.budget.downgrade_at: must be ≤ 1"),
+        (
+            {"tenants": {"t": {"budget": {"downgrade_tier": "gold"}}}},
+            "tenants.t.budget.downgrade_tier: unknown tier 'gold'",
+        ),
+        ({"tenants": {"t": {"rate_limits": {"rpm": 5}}}}, "tenants.t.rate_limits.rpm: unknown key"),
+        (
+            {
+                "tenants": {"t": {}},
+                "keys": [
+                    {"id": "k", "tenant": "t", "hash": ACCESS_HASH},
+                    {"id": "k", "tenant": "t", "hash": "sha256:" + "cd" * 32},
+                ],
+            },
+            "keys[1].id: duplicate key id 'k'",
+        ),
+    ],
+)
+def test_access_errors_name_the_field(access: dict, expected: str) -> None:
+    assert expected in error_of({**copy.deepcopy(BASE), **access})
+
+
+def test_access_config_loads_frozen() -> None:
+    config = parse_config(
+        {
+            **copy.deepcopy(BASE),
+            "auth": {"mode": "keys"},
+            "tenants": {"acme": {"budget": {"monthly_usd": 100}, "rate_limits": {"requests_per_minute": 60}}},
+            "keys": [{"id": "ci", "tenant": "acme", "hash": ACCESS_HASH, "allowed_tiers": ["draft"]}],
+        }
+    )
+    assert config.auth.master_key_env == "TIERWISE_MASTER_KEY"
+    assert config.tenants["acme"].budget.downgrade_at == 0.8
+    assert config.keys[0].allowed_tiers == ("draft",)
+    with pytest.raises(ValueError):
+        config.tenants["acme"].budget.daily_usd = 5  # type: ignore[misc]

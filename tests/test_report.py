@@ -95,3 +95,30 @@ def test_feedback_and_cascade_verdicts_in_the_report() -> None:
     assert "cascade  d: 1 answers accepted, 1 rejected" in text
     assert "graded  score" in text
     assert "graded" not in render(summarize(ROWS))  # no feedback, no quality columns
+
+
+def test_per_key_and_per_tenant_figures() -> None:
+    keyed = [
+        replace(
+            ROWS[0], key_id="k1", decision={"chain": ["d"], "tenant": "acme", "reason": "rule x → draft"}
+        ),
+        replace(
+            ROWS[1],
+            key_id="k2",
+            decision={
+                "chain": ["d"],
+                "tenant": "acme",
+                "reason": "rule y → review; budget: tenant acme … → draft",
+            },
+        ),
+        replace(ROWS[2], key_id="k3", decision={"chain": ["e"], "tenant": "beta", "reason": "rule z"}),
+        ROWS[3],  # not keyed: in the totals, in no key's or tenant's figures
+    ]
+    s = summarize(keyed)
+    assert set(s["by_key"]) == {"k1", "k2", "k3"}
+    assert s["by_tenant"]["acme"]["requests"] == 2
+    assert s["by_tenant"]["acme"]["cost_usd"] == pytest.approx(0.005)
+    assert s["by_tenant"]["acme"]["budget_downgraded"] == 1
+    assert s["by_tenant"]["beta"]["budget_downgraded"] == 0
+    text = render(s)
+    assert "tenant" in text and "acme" in text and "k3" in text

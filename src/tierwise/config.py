@@ -303,6 +303,35 @@ class ShadowJudgeConfig(_Frozen):
     timeout_s: float = Field(default=60.0, gt=0)
 
 
+class CanaryGuard(_Frozen):
+    """How much worse than the stable policy a canary may be before it is rolled back: each bound is an
+    absolute increase of a rate (0.05 = 5 points), tested one-sided at ``confidence`` (the canary is
+    rolled back only when even the lower end of its confidence interval is past the bound), and only
+    once the canary has ``min_samples`` requests. None turns a check off."""
+
+    escalation_rate: float | None = Field(default=0.05, gt=0, le=1)  # escalated for quality
+    error_rate: float | None = Field(default=0.01, gt=0, le=1)  # failed requests
+    confidence: float = Field(default=0.99, ge=0.5, lt=1)
+
+
+class CanaryConfig(_Frozen):
+    """A second policy beside the stable one, on a sticky ``share`` of the traffic: ``sticky_by``
+    ``user`` (the body's ``user`` field, else the request), ``key`` (the virtual key) or
+    ``header:NAME``. Rolled back automatically by ``guard``; see ``canary.py``."""
+
+    policy: PolicyConfig
+    share: float = Field(gt=0, lt=1)
+    sticky_by: str = Field(default="user", pattern=r"^(user|key|header:[A-Za-z0-9-]{1,64})$")
+    min_samples: int = Field(default=200, ge=10)
+    guard: CanaryGuard = CanaryGuard()
+
+    @model_validator(mode="after")
+    def _no_nesting(self) -> CanaryConfig:
+        if self.policy.canary is not None:
+            raise ValueError("policy: a canary's policy cannot have a canary of its own")
+        return self
+
+
 class PolicyConfig(_Frozen):
     rules: tuple[Rule, ...] | None = None  # None: the built-in routing playbook
     default: Target = Target(tier="review")
@@ -314,6 +343,7 @@ class PolicyConfig(_Frozen):
     cascade: CascadeConfig | None = None
     classifier: ClassifierConfig | None = None
     shadow: ShadowConfig | None = None
+    canary: CanaryConfig | None = None
 
 
 class StorageConfig(_Frozen):
@@ -371,6 +401,61 @@ class ServerConfig(_Frozen):
     access_log: Literal["off", "info", "debug"] = "info"
 
 
+class Budget(_Frozen):
+    """USD a key or tenant may spend per UTC day and per UTC month (None: no limit). Past
+    ``downgrade_at`` of either, requests are routed no higher than ``downgrade_tier`` (default: the
+    cheapest tier); at 100% they are refused with 429 ``budget_exceeded`` until the period resets.
+    ``critical_hints``: whether a request hinted ``quality: high`` or ``risk: critical`` keeps its tier
+    while downgraded (``keep``) or is downgraded like any other (``downgrade``)."""
+
+    daily_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    monthly_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    downgrade_at: float = Field(default=0.8, gt=0, le=1)
+    downgrade_tier: str | None = None
+    critical_hints: Literal["keep", "downgrade"] = "keep"
+
+
+class RateLimits(_Frozen):
+    """Requests and tokens (estimated input + requested output) per minute (None: no limit)."""
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
+class Grants(_Frozen):
+    """What a tenant or key may use. A key narrows its tenant's grants, never widens them."""
+
+    budget: Budget = Budget()
+    rate_limits: RateLimits = RateLimits()
+    allowed_tiers: tuple[str, ...] | None = None  # None: every tier
+    allowed_models: tuple[str, ...] | None = None  # None: every model of the allowed tiers
+    user_tier: str | None = None  # fed to the rules as the ``user_tier`` feature unless the request hints one
+
+
+class TenantConfig(Grants):
+    pass
+
+
+class KeyConfig(Grants):
+    """A virtual key declared in the config: its ``id`` (what logs and the ledger show) and the
+    SHA-256 of its secret as ``sha256:<64 hex>`` (``tierwise keys hash`` prints it), never the key."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    tenant: str
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+
+
+class AuthConfig(_Frozen):
+    """``mode: keys`` makes a virtual key mandatory on every gateway request (``Authorization: Bearer``
+    or ``x-api-key``). The master key, read from the ``master_key_env`` variable, opens ``/admin/``."""
+
+    mode: Literal["none", "keys"] = "none"
+    master_key_env: str = "TIERWISE_MASTER_KEY"
+    # Output tokens a reservation assumes when the request sets no max_tokens and the model no
+    # max_output_tokens.
+    default_max_output_tokens: int = Field(default=1024, gt=0)
+
+
 class Config(_Frozen):
     providers: dict[str, ProviderConfig]
     models: tuple[ModelEntry, ...] = Field(min_length=1)
@@ -378,10 +463,14 @@ class Config(_Frozen):
     policy: PolicyConfig = PolicyConfig()
     storage: StorageConfig = StorageConfig()
     server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    keys: tuple[KeyConfig, ...] = ()
 
     @model_validator(mode="after")
     def _references(self) -> Config:
         errors: list[str] = []
+        errors += self._access_errors()
         if len(set(self.tiers)) != len(self.tiers):
             errors.append("tiers: names must be unique")
         names: set[str] = set()
@@ -470,6 +559,49 @@ class Config(_Frozen):
             raise ValueError("\n".join(errors))
         return self
 
+    def grant_errors(self, grants: Grants, where: str = "") -> list[str]:
+        """What in ``grants`` names a tier or model the fleet does not have (keys made at run time are
+        checked with this too)."""
+        at = f"{where}." if where else ""
+        tiers = ", ".join(self.tiers)
+        models = {m.name for m in self.models}
+        errors = [
+            f"{at}allowed_tiers: unknown tier {t!r}; tiers: {tiers}"
+            for t in grants.allowed_tiers or ()
+            if t not in self.tiers
+        ]
+        errors += [
+            f"{at}allowed_models: unknown model {m!r}" for m in grants.allowed_models or () if m not in models
+        ]
+        tier = grants.budget.downgrade_tier
+        if tier is not None and tier not in self.tiers:
+            errors.append(f"{at}budget.downgrade_tier: unknown tier {tier!r}; tiers: {tiers}")
+        return errors
+
+    def _access_errors(self) -> list[str]:
+        errors: list[str] = []
+        for name, tenant in self.tenants.items():
+            errors += self.grant_errors(tenant, f"tenants.{name}")
+        seen: set[str] = set()
+        hashes: set[str] = set()
+        for i, key in enumerate(self.keys):
+            where = f"keys[{i}]"
+            errors += self.grant_errors(key, where)
+            if key.tenant not in self.tenants:
+                errors.append(
+                    f"{where}.tenant: unknown tenant {key.tenant!r}; "
+                    f"tenants: {', '.join(sorted(self.tenants)) or 'none'}"
+                )
+            if key.id in seen:
+                errors.append(f"{where}.id: duplicate key id {key.id!r}")
+            if key.hash in hashes:
+                errors.append(f"{where}.hash: the same secret as an earlier key")
+            seen.add(key.id)
+            hashes.add(key.hash)
+        if self.auth.mode == "keys" and not self.tenants:
+            errors.append("auth.mode: keys needs at least one tenant under tenants")
+        return errors
+
     # -- derived views (cheap; computed on demand by the engine once at start-up) --
 
     def model(self, name: str) -> ModelEntry:
@@ -500,7 +632,8 @@ class Config(_Frozen):
         appends the artefact's own content hash."""
         payload = {
             "tiers": list(self.tiers),
-            "policy": self.policy.model_dump(mode="json", exclude={"learned": {"artefact"}}),
+            # The canary's policy is its own version: adding one does not change the stable one's.
+            "policy": self.policy.model_dump(mode="json", exclude={"learned": {"artefact"}, "canary": True}),
             "models": [m.model_dump(mode="json") for m in self.models],
         }
         return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
@@ -605,3 +738,6 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 def _looks_like_path(value: str) -> bool:
     return ("/" in value or value.endswith((".jsonl", ".gz", ".json"))) and not os.path.isabs(value)
+
+
+CanaryConfig.model_rebuild()

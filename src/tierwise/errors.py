@@ -5,7 +5,10 @@ TierwiseError
 ├── ConfigError              bad configuration; raised at start-up only
 ├── RequestError             the request is wrong or cannot be served now (HTTP 400/404/413/503);
 │                            .param, .status, .retry_after
-├── BudgetExceeded           a key's or tenant's budget is spent (HTTP 429)
+├── AccessDenied             no key, an unknown or revoked key (401), a model or tier not granted (403)
+├── BudgetExceeded           a key's or tenant's budget is spent (HTTP 429); .retry_after, .reset_at
+├── RateLimited              a key's or tenant's requests or tokens per minute are used up (HTTP 429)
+├── StateUnavailable         the state store cannot answer what must not fail open (HTTP 503)
 ├── LedgerUnavailable        the ledger's store cannot answer now; .retry_after
 ├── ChainExhausted           every model of the Decision failed; .attempts
 ├── DatasetError             an evaluation or training dataset cannot be read (tierwise eval / train)
@@ -56,12 +59,47 @@ class RequestError(TierwiseError):
         self.retry_after = retry_after  # seconds, sent as Retry-After
 
 
-class BudgetExceeded(TierwiseError):
-    """A virtual key or tenant has spent its budget."""
+class AccessDenied(TierwiseError):
+    """The request's key is missing, unknown or revoked (401, ``invalid_api_key``), or it asks for a
+    model or tier its key does not grant (403, ``model_not_allowed``). Never carries key material."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, status: int = 401, code: str = "invalid_api_key") -> None:
         super().__init__(message)
         self.message = message
+        self.status = status
+        self.code = code
+
+
+class BudgetExceeded(TierwiseError):
+    """A virtual key or tenant has spent its budget. ``reset_at``: unix time the period ends."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, reset_at: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.reset_at = reset_at
+
+
+class RateLimited(TierwiseError):
+    """A key's or tenant's requests or tokens per minute are used up. ``headers``: the
+    ``x-ratelimit-*`` headers OpenAI sends, computed for the limit that refused."""
+
+    def __init__(self, message: str, *, retry_after: float, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.headers = headers
+
+
+class StateUnavailable(TierwiseError):
+    """The state store cannot be reached for something that must not fail open (a key lookup)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
 
 
 class LedgerUnavailable(TierwiseError):

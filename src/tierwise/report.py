@@ -104,6 +104,9 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
     by_model: dict[str, Group] = defaultdict(Group)
     by_tier: dict[str, Group] = defaultdict(Group)
     by_task: dict[str, Group] = defaultdict(Group)
+    by_key: dict[str, Group] = defaultdict(Group)  # virtual keys' requests only (auth.mode: keys)
+    by_tenant: dict[str, Group] = defaultdict(Group)
+    downgraded: dict[str, int] = defaultdict(int)  # per tenant: requests a budget sent to a cheaper tier
     answered_counterfactual = 0.0
     answered_cost = 0.0
     latencies: list[float] = []
@@ -129,6 +132,12 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
         by_tier[row.tier or "(none)"].add(row, grade)
         task = str(row.features.get("task", "?"))
         by_task[task].add(row, grade)
+        if row.key_id is not None:
+            by_key[row.key_id].add(row, grade)
+            tenant = str(row.decision.get("tenant", "(none)"))
+            by_tenant[tenant].add(row, grade)
+            if "; budget: " in str(row.decision.get("reason", "")):
+                downgraded[tenant] += 1
         paths[task].add(row)
         paths_by_version[row.policy_version][task].add(row)
         for attempt in row.attempts:
@@ -172,6 +181,10 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
         "by_model": {k: g.as_dict(n) for k, g in sorted(by_model.items())},
         "by_tier": {k: g.as_dict(n) for k, g in sorted(by_tier.items())},
         "by_task": {k: g.as_dict(n) for k, g in sorted(by_task.items())},
+        "by_key": {k: g.as_dict(n) for k, g in sorted(by_key.items())},
+        "by_tenant": {
+            k: {**g.as_dict(n), "budget_downgraded": downgraded[k]} for k, g in sorted(by_tenant.items())
+        },
         # Per task type: answered by the first choice, escalated for quality (a cascade rejected the
         # cheaper answer), fell back for availability, failed.
         "escalation_by_task": {k: p.as_dict() for k, p in sorted(paths.items())},
@@ -268,8 +281,14 @@ def render(summary: dict[str, Any]) -> str:
                 f"{task:<{width}}  {p['requests']:>8}  {p['first_choice_share']:>12.1%}  "
                 f"{p['escalated_share']:>9.1%}  {p['fell_back_share']:>9.1%}  {p['error_share']:>6.1%}"
             )
-    for title, key in (("model", "by_model"), ("tier", "by_tier"), ("task", "by_task")):
-        groups = summary[key]
+    for title, key in (
+        ("model", "by_model"),
+        ("tier", "by_tier"),
+        ("task", "by_task"),
+        ("key", "by_key"),
+        ("tenant", "by_tenant"),
+    ):
+        groups = summary.get(key) or {}
         if not groups:
             continue
         width = max(len(title), *(len(k) for k in groups))

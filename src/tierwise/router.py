@@ -25,16 +25,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from .access import Access, Principal, Reservation
 from .calls import Outcome, request_row
 from .classifier import TierClassifier
 from .config import Config, load_config
 from .dispatch import Dispatcher
-from .errors import ChainExhausted, LedgerUnavailable, ProviderError, RequestError, TierwiseError
+from .errors import (
+    AccessDenied,
+    ChainExhausted,
+    LedgerUnavailable,
+    ProviderError,
+    RequestError,
+    TierwiseError,
+)
 from .features import Features, extract_features, parse_hints, validate_hints
 from .http import HttpPool
 from .ledger import Feedback, Ledger, LedgerRow, NullLedger, open_ledger
 from .messages import reply_message, without_hints
-from .policy.engine import Decision, PolicyEngine
+from .policy.engine import Constraint, Decision, PolicyEngine
 from .providers import Chunk, Provider, build_provider
 from .shadow import ShadowSampler
 from .state import State, open_state
@@ -86,6 +94,9 @@ class _Request:
     decision: Decision
     outcome: Outcome
     key_id: str | None
+    principal: Principal | None = None
+    constraint: Constraint | None = None
+    reservation: Reservation | None = None
 
 
 @dataclass(slots=True)
@@ -189,6 +200,7 @@ class Router:
             )
         )
         self.state: State = state if state is not None else open_state(config.storage.state)
+        self.access = Access(config, self.state)
         self.metrics: Metrics | None = None
         if config.server.metrics:
             from .metrics import Metrics  # prometheus_client loads only when metrics are on
@@ -272,20 +284,31 @@ class Router:
         self, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
     ) -> tuple[Features, Decision]:
         """Validate, extract features and decide, calling nothing."""
-        validate_chat_body(body, self.config.server)
-        hints = parse_hints(headers, body.get("metadata"))
-        features = extract_features(body, hints)
+        features = self._features(body, headers)
         return features, self.engine.decide(features, model=body["model"])
+
+    def _features(self, body: Mapping[str, Any], headers: Mapping[str, str] | None) -> Features:
+        validate_chat_body(body, self.config.server)
+        return extract_features(body, parse_hints(headers, body.get("metadata")))
 
     # -- serving --
 
     async def _begin(
-        self, body: dict[str, Any], headers: Mapping[str, str] | None, key_id: str | None
+        self,
+        body: dict[str, Any],
+        headers: Mapping[str, str] | None,
+        key_id: str | None,
+        principal: Principal | None = None,
     ) -> _Request:
         arrived, started = time.time(), time.perf_counter()
         if not self._started:
             await self.start()
-        features, decision = self.explain(body, headers=headers)
+        features = self._features(body, headers)
+        constraint = None
+        if principal is not None:  # grants, rate limits and budgets; a downgrade comes back as a constraint
+            features, constraint = await self.access.admit(principal, features, body["model"])
+            key_id = principal.key_id
+        decision = self.engine.decide(features, model=body["model"], constraint=constraint)
         if features.context_needed() > self._largest.context_window:
             raise RequestError(
                 f"messages: the request needs about {features.context_needed()} tokens "
@@ -296,11 +319,24 @@ class Router:
                 param="messages",
                 code="context_length_exceeded",
             )
-        req = _Request(_request_id(), arrived, started, body, features, decision, Outcome(), key_id)
+        req = _Request(
+            _request_id(),
+            arrived,
+            started,
+            body,
+            features,
+            decision,
+            Outcome(),
+            key_id,
+            principal,
+            constraint,
+        )
         # The engine uses a classified tier only where it would otherwise take its default, so that is
         # the only place a classifier call can change anything (hints, rules and a learned router win).
         if self.classifier is not None and decision.layer == "default":
             await self._classify(req)
+        if principal is not None:  # last: nothing may fail between the reservation and the ledger row
+            req.reservation = await self.access.reserve(principal, req.decision, req.features)
         return req
 
     async def _classify(self, req: _Request) -> None:
@@ -311,15 +347,23 @@ class Router:
             req.outcome.attempts.append(result.attempt)  # its cost counts in outcome.cost_usd
         if result.tier is not None:
             req.decision = self.engine.decide(
-                req.features, model=req.body["model"], classified_tier=result.tier
+                req.features, model=req.body["model"], classified_tier=result.tier, constraint=req.constraint
             )
         req.decision = result.annotate(req.decision)
 
     async def route(
-        self, body: dict[str, Any], *, headers: Mapping[str, str] | None = None, key_id: str | None = None
+        self,
+        body: dict[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        key_id: str | None = None,
+        principal: Principal | None = None,
     ) -> Routed:
-        """Route and complete one non-streamed chat request (an OpenAI body). Raises TierwiseError."""
-        req = await self._begin(body, headers, key_id)
+        """Route and complete one non-streamed chat request (an OpenAI body). Raises TierwiseError.
+
+        With a ``principal`` (``access.authenticate``), the key's grants, rate limits and budgets apply
+        (AccessDenied, RateLimited, BudgetExceeded); without one the call is trusted and unmetered."""
+        req = await self._begin(body, headers, key_id, principal)
         upstream = without_hints(body)
         try:
             completion = await self.dispatcher.complete(
@@ -356,14 +400,19 @@ class Router:
         )
 
     async def route_stream(
-        self, body: dict[str, Any], *, headers: Mapping[str, str] | None = None, key_id: str | None = None
+        self,
+        body: dict[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        key_id: str | None = None,
+        principal: Principal | None = None,
     ) -> RoutedStream:
         """Route a streamed request and wait for its first content chunk (fallbacks happen before it).
 
         Raises TierwiseError if no model could start answering; later failures surface while
         iterating the returned RoutedStream.
         """
-        req = await self._begin(body, headers, key_id)
+        req = await self._begin(body, headers, key_id, principal)
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         upstream = self.dispatcher.stream(
@@ -411,6 +460,9 @@ class Router:
             await self._log(req, status, error)
 
     async def _log(self, req: _Request, http_status: int, error: str | None) -> LedgerRow:
+        if req.reservation is not None:
+            reservation, req.reservation = req.reservation, None
+            await self.access.settle(reservation, req.outcome.cost_usd)
         row = request_row(
             req.outcome,
             id=req.id,
@@ -419,7 +471,7 @@ class Router:
             requested_model=req.body.get("model", ""),
             stream=req.features.stream,
             features=req.features.to_log(),
-            decision=req.decision.to_log(),
+            decision=_decision_log(req),
             policy_version=req.decision.policy_version,
             http_status=http_status,
             error=error,
@@ -436,12 +488,20 @@ class Router:
 
     # -- feedback --
 
-    async def afeedback(self, request_id: str, score: float, *, comment: str | None = None) -> Feedback:
+    async def afeedback(
+        self,
+        request_id: str,
+        score: float,
+        *,
+        comment: str | None = None,
+        principal: Principal | None = None,
+    ) -> Feedback:
         """Record how good the answer of request ``request_id`` (its ``x-tierwise-request-id``) was:
         ``score`` 0 (not good enough) to 1. Stored in the ledger beside the request, it is a label
         ``tierwise train --ledger`` learns from. Raises RequestError: a bad field (400), no ledger
         (400), no such request (404), or the ledger's store unavailable (503, with ``retry_after``: at
-        once, without waiting on the store)."""
+        once, without waiting on the store). With a ``principal`` only the key that made the request may
+        grade it (AccessDenied 403 otherwise)."""
         request_id, score, comment = validate_feedback_body(
             {"request_id": request_id, "score": score, "comment": comment}
         )
@@ -450,12 +510,12 @@ class Router:
         if not self._started:
             await self.start()
         try:
-            if await self.ledger.get(request_id) is None:
-                found = False
+            row = await self.ledger.get(request_id)
+            if row is None:
                 if self.ledger.health().state == "ok":  # else flush could wait on a spill's replay
                     await self.ledger.flush()  # the row may still be in the write-behind queue
-                    found = await self.ledger.get(request_id) is not None
-                if not found:
+                    row = await self.ledger.get(request_id)
+                if row is None:
                     if self.ledger.health().state == "degraded":
                         # The row may be in the spill, waiting for the store: not known to be missing.
                         raise LedgerUnavailable("the row may be in the spill", retry_after=1.0)
@@ -465,6 +525,13 @@ class Router:
                         status=404,
                         code="request_not_found",
                     )
+            if principal is not None and row.key_id != principal.key_id:
+                raise AccessDenied(
+                    f"request_id: {request_id!r} was not made with key {principal.key_id}; only the key "
+                    "that made a request (or the master key) may grade it",
+                    status=403,
+                    code="not_request_owner",
+                )
             feedback = Feedback(request_id=request_id, score=score, ts=time.time(), comment=comment)
             await self.ledger.record_feedback(feedback)
         except LedgerUnavailable as exc:
@@ -543,6 +610,14 @@ class Router:
         if self._sync is None:
             self._sync = _SyncRunner()
         return self._sync
+
+
+def _decision_log(req: _Request) -> dict[str, Any]:
+    """The decision as logged; keyed requests name their tenant, for per-tenant figures."""
+    logged = req.decision.to_log()
+    if req.principal is not None:
+        logged["tenant"] = req.principal.tenant
+    return logged
 
 
 class _SyncRunner:

@@ -165,3 +165,29 @@ def test_critical_never_starts_below_execution_and_high_quality_never_drafts(fea
         assert decision.tier == "execution"
     if features.tier is None and features.quality == "high":
         assert decision.tier != "draft"
+
+
+def test_a_constraint_caps_the_tier_and_says_why() -> None:
+    from tierwise.policy.engine import Constraint
+
+    code = Features(task="code", input_tokens=120)
+    capped = ENGINE.decide(code, constraint=Constraint(max_tier="review", why="budget: tenant t at 85%"))
+    assert (capped.tier, capped.chain[0]) == ("review", "r1")
+    assert capped.reason.startswith("rule code-math:") and capped.reason.endswith(
+        "; budget: tenant t at 85% → review"
+    )
+    # Under the cap nothing changes, reason included.
+    cheap = Features(task="classify", input_tokens=120)
+    assert ENGINE.decide(cheap, constraint=Constraint(max_tier="review")) == ENGINE.decide(cheap)
+
+
+def test_a_constraint_narrows_the_chain_or_refuses() -> None:
+    from tierwise.errors import AccessDenied
+    from tierwise.policy.engine import Constraint
+
+    code = Features(task="code", input_tokens=120)
+    narrowed = ENGINE.decide(code, constraint=Constraint(models=frozenset({"e1"})))
+    assert narrowed.chain == ("e1",) and narrowed.tier == "execution"
+    with pytest.raises(AccessDenied) as caught:
+        ENGINE.decide(code, constraint=Constraint(models=frozenset({"d1"})))
+    assert caught.value.status == 403 and "e1, e2" in caught.value.message

@@ -85,3 +85,41 @@ async def test_eject_and_consecutive_failures_share_one_breaker() -> None:
     now[0] = 10.0
     # The ejection dropped the count it interrupted: a fresh run of failures is needed.
     assert await state.record_failure("m", threshold=2, cooldown_s=60) is False
+
+
+async def test_admit_is_all_or_nothing() -> None:
+    from tierwise.state import Counter
+
+    state = MemoryState()
+    rpm = Counter("rate", 1, 2, 60)
+    budget = Counter("budget", 0.0, 1.0, 60, strict=False)
+    assert (await state.admit([rpm, budget])).refused is None
+    assert (await state.admit([rpm, budget])).refused is None
+    refused = await state.admit([rpm, budget])
+    assert refused.refused == 0 and refused.values == (2.0, 0.0)
+    await state.adjust([Counter("budget", 1.0, 1.0, 60)])
+    # A spent budget refuses; the rate counter it was checked with takes nothing.
+    assert (await state.admit([Counter("rate2", 1, 5, 60), budget])).refused == 1
+    assert (await state.admit([Counter("rate2", 5, 5, 60)])).refused is None
+
+
+async def test_counters_expire() -> None:
+    from tierwise.state import Counter
+
+    now = [0.0]
+    state = MemoryState(clock=lambda: now[0])
+    await state.adjust([Counter("c", 3.0, 0, 10)])
+    assert (await state.admit([Counter("c", 0, 1e9, 10)])).values == (3.0,)
+    now[0] = 11.0
+    assert (await state.admit([Counter("c", 0, 1e9, 10)])).values == (0.0,)
+
+
+async def test_keys_and_revocation() -> None:
+    state = MemoryState()
+    await state.put_key("k1", "sha256:ab", '{"id": "k1"}')
+    assert await state.key_by_hash("sha256:ab") == '{"id": "k1"}'
+    assert await state.get_key("k1") == '{"id": "k1"}'
+    assert await state.list_keys() == ['{"id": "k1"}']
+    assert await state.is_revoked("k1") is False
+    await state.revoke("k1")
+    assert await state.is_revoked("k1") is True

@@ -214,3 +214,50 @@ async def test_close_pushes_spend_kept_during_an_outage(prefix: str, monkeypatch
     other = RedisState(URL, prefix=prefix)
     assert await other.spend("team-b") == pytest.approx(2.0)
     await other.close()
+
+
+async def test_admission_is_atomic_across_replicas(replicas: tuple[RedisState, RedisState]) -> None:
+    from tierwise.state import Counter
+
+    one, two = replicas
+    rpm = Counter("rate:key:a", 1, 25, 60)
+    results = await asyncio.gather(*((one if i % 2 else two).admit([rpm]) for i in range(60)))
+    assert sum(r.refused is None for r in results) == 25  # never one more, whichever replica asked
+
+
+async def test_budget_admission_reserves_and_settles(replicas: tuple[RedisState, RedisState]) -> None:
+    from tierwise.state import Counter
+
+    one, two = replicas
+    reserve = Counter("budget:t:daily:1", 0.4, 1.0, 60, strict=False)
+    assert (await one.admit([reserve])).refused is None
+    assert (await two.admit([reserve])).refused is None
+    assert (await one.admit([reserve])).refused is None  # 0.8 < 1.0: still open
+    refused = await two.admit([reserve, Counter("rate:x", 1, 10, 60)])
+    assert refused.refused == 0 and refused.values == (pytest.approx(1.2), 0.0)
+    await one.adjust([Counter("budget:t:daily:1", -0.35, 1.0, 60)] * 3)  # settled below the estimate
+    admitted = await two.admit([reserve])
+    assert admitted.refused is None and admitted.values[0] == pytest.approx(0.15)
+
+
+async def test_keys_and_revocation_are_shared(replicas: tuple[RedisState, RedisState]) -> None:
+    one, two = replicas
+    await one.put_key("k1", "sha256:ab", '{"id": "k1"}')
+    assert await two.key_by_hash("sha256:ab") == '{"id": "k1"}'
+    assert await two.list_keys() == ['{"id": "k1"}']
+    assert await two.key_by_hash("sha256:cd") is None
+    await one.revoke("k1")
+    assert await two.is_revoked("k1") is True
+
+
+async def test_admission_fails_open_with_local_counters_and_keys_fail_closed() -> None:
+    from tierwise.errors import StateUnavailable
+    from tierwise.state import Counter
+
+    state = RedisState(NOWHERE, timeout_s=0.2)
+    rpm = Counter("rate", 1, 2, 60)
+    assert [(await state.admit([rpm])).refused for _ in range(3)] == [None, None, 0]  # counted locally
+    with pytest.raises(StateUnavailable):
+        await state.key_by_hash("sha256:ab")
+    assert await state.is_revoked("k1") is False
+    await state.close()

@@ -19,9 +19,11 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from ..access import Principal
 from ..errors import ProviderError, RequestError, TierwiseError
 from ..router import Router
 from ..validation import validate_feedback_body
+from . import admin, auth
 from .dashboard import add_dashboard
 from .responses import (
     SSE_DONE,
@@ -117,12 +119,13 @@ async def _read_json(request: web.Request, limit: int) -> object:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     router = request.app[ROUTER_KEY]
     try:
+        caller = await auth.principal(router, request.headers)  # before the body: no work for strangers
         body = await _read_json(request, router.config.server.max_body_bytes)
         if isinstance(body, dict) and body.get("stream") is True:
-            return await _stream(request, router, body)
+            return await _stream(request, router, body, caller)
         if not isinstance(body, dict):
             raise RequestError("request body: must be a JSON object")
-        routed = await router.route(body, headers=request.headers)
+        routed = await router.route(body, headers=request.headers, principal=caller)
     except TierwiseError as exc:
         return error_response(exc)
     headers = tierwise_headers(
@@ -135,9 +138,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return json_response(routed.response, headers=headers)
 
 
-async def _stream(request: web.Request, router: Router, body: dict) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, router: Router, body: dict, caller: Principal | None
+) -> web.StreamResponse:
     # Errors before the first content chunk are ordinary JSON errors: nothing has been sent yet.
-    stream = await router.route_stream(body, headers=request.headers)
+    stream = await router.route_stream(body, headers=request.headers, principal=caller)
     response = web.StreamResponse(
         headers={
             **SSE_HEADERS,
@@ -193,9 +198,12 @@ _STREAM_CUT_MARGIN_S = 0.5
 async def feedback(request: web.Request) -> web.Response:
     """``{"request_id": …, "score": 0..1, "comment"?: …}`` → the stored feedback (see Router.afeedback)."""
     router = request.app[ROUTER_KEY]
+    # The master key may grade any request; a virtual key only the requests it made.
+    master = router.access.is_master(auth.presented_key(request.headers))
+    caller = None if master else await auth.principal(router, request.headers)
     body = await _read_json(request, router.config.server.max_body_bytes)
     request_id, score, comment = validate_feedback_body(body)
-    stored = await router.afeedback(request_id, score, comment=comment)
+    stored = await router.afeedback(request_id, score, comment=comment, principal=caller)
     return json_response(
         {
             "object": "feedback",
@@ -334,6 +342,7 @@ def create_app(
     app.router.add_post("/v1/feedback", feedback)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
+    admin.add_routes(app, router)
     app.router.add_get("/metrics", metrics)
     add_dashboard(app, router)
     return app

@@ -8,7 +8,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import BudgetExceeded, ChainExhausted, ProviderError, RequestError, TierwiseError
+from ..errors import (
+    AccessDenied,
+    BudgetExceeded,
+    ChainExhausted,
+    ProviderError,
+    RateLimited,
+    RequestError,
+    StateUnavailable,
+    TierwiseError,
+)
 from ..policy.engine import Decision
 
 SSE_DONE = b"data: [DONE]\n\n"
@@ -64,13 +73,32 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> web.
                 }
             }
         )
+    elif isinstance(exc, AccessDenied):
+        kind = "authentication_error" if exc.status == 401 else "permission_error"
+        status, body = exc.status, error_body(exc.message, type=kind, code=exc.code)
     elif isinstance(exc, BudgetExceeded):
         status, body = 429, error_body(exc.message, type="insufficient_quota", code="budget_exceeded")
+        headers = {**(headers or {}), **_retry_after(exc.retry_after)}
+        if exc.reset_at is not None:
+            headers["x-tierwise-budget-reset"] = str(int(exc.reset_at))
+    elif isinstance(exc, RateLimited):
+        status, body = 429, error_body(exc.message, type="rate_limit_error", code="rate_limit_exceeded")
+        headers = {**(headers or {}), **exc.headers, **_retry_after(exc.retry_after)}
+    elif isinstance(exc, StateUnavailable):
+        # What the store holds (which host, its error) is for the operator's log, not the client.
+        status = 503
+        body = error_body("the gateway cannot check API keys now; retry shortly", type="server_error")
+        headers = {**(headers or {}), **_retry_after(exc.retry_after or 1.0)}
     elif isinstance(exc, TierwiseError):
         status, body = 500, error_body(str(exc), type="server_error")
     else:
         status, body = 500, error_body("internal error; see the gateway log", type="server_error")
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def _retry_after(seconds: float | None) -> dict[str, str]:
+    # Whole seconds, at least 1: the only form every HTTP client parses.
+    return {} if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 def sse_error(exc: ProviderError) -> bytes:

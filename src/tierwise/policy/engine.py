@@ -7,11 +7,11 @@ Every chain is precomputed at construction, so ``decide`` allocates little more 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..config import Config, Target
-from ..errors import RequestError
+from ..errors import AccessDenied, RequestError
 from ..features import Features
 from .playbook import PLAYBOOK_DEFAULT, PLAYBOOK_RULES
 from .rules import CompiledRule, compile_rule, first_match
@@ -31,9 +31,11 @@ class Decision:
     policy_version: str
     cascade: bool = False  # dispatch verifies the first model's answer and may escalate along the chain
     score: float | None = None  # the learned router's score, when it decided
+    arm: str | None = None  # "stable" or "canary" while a canary runs (policy.canary), else None
 
     def to_log(self) -> dict[str, Any]:
         return {
+            "arm": self.arm,
             "chain": list(self.chain),
             "tier": self.tier,
             "reason": self.reason,
@@ -43,6 +45,20 @@ class Decision:
             "cascade": self.cascade,
             "score": self.score,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """Limits access control puts on one request, decided outside the policy (budgets and grants need
+    the state store) and applied here, so the engine stays pure.
+
+    ``max_tier``: route no higher than this tier (a budget past its downgrade threshold, or the
+    highest tier a key is granted); ``why`` says which, in the decision's reason. ``models``: only these
+    models may stay in the chain (None: any)."""
+
+    max_tier: str | None = None
+    why: str = ""
+    models: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +166,46 @@ class PolicyEngine:
     # -- per request --
 
     def decide(
-        self, features: Features, *, model: str = "auto", classified_tier: str | None = None
+        self,
+        features: Features,
+        *,
+        model: str = "auto",
+        classified_tier: str | None = None,
+        constraint: Constraint | None = None,
     ) -> Decision:
         """Route one request. ``model`` is what the client asked for: ``auto``, a tier or a model name.
-        ``classified_tier`` is the small-LLM classifier's answer, when one is configured and answered."""
+        ``classified_tier`` is the small-LLM classifier's answer, when one is configured and answered.
+        ``constraint`` caps the tier and narrows the chain (see Constraint)."""
+        decision = self._decide(features, model, classified_tier)
+        return decision if constraint is None else self._constrain(decision, constraint)
+
+    def _constrain(self, decision: Decision, constraint: Constraint) -> Decision:
+        tiers = self.config.tiers
+        cap = constraint.max_tier
+        if cap is not None and tiers.index(decision.tier) > tiers.index(cap):
+            chain, tier = self._tier_routes[cap]
+            decision = replace(
+                decision,
+                chain=chain,
+                tier=tier,
+                reason=f"{decision.reason}; {constraint.why} → {tier}",
+                cascade=self._cascades(tier),
+            )
+        allowed = constraint.models
+        if allowed is not None:
+            chain = tuple(m for m in decision.chain if m in allowed)
+            if not chain:
+                raise AccessDenied(
+                    f"model: none of the models this request was routed to ({', '.join(decision.chain)}) "
+                    "is allowed for this key",
+                    status=403,
+                    code="model_not_allowed",
+                )
+            if chain != decision.chain:
+                decision = replace(decision, chain=chain, tier=self._tier_of[chain[0]])
+        return decision
+
+    def _decide(self, features: Features, model: str, classified_tier: str | None) -> Decision:
         if model not in AUTO_MODELS:
             if model in self._manual_routes:
                 chain, tier = self._manual_routes[model]

@@ -1,4 +1,4 @@
-"""Shared counters: per-model cooldowns (the circuit breaker) and spend.
+"""Shared counters: per-model cooldowns (the circuit breaker), spend, budgets, rate limits and keys.
 
 ``open_state`` picks the backend from ``storage.state``: ``memory://`` (one process, the default) or
 ``redis://…`` / ``rediss://…`` (shared by replicas; needs ``tierwise[redis]``).
@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import State
+from .base import Admission, Counter, State
 from .memory import MemoryState
 
-__all__ = ["MemoryState", "State", "open_state"]
+__all__ = ["Admission", "Counter", "MemoryState", "State", "open_state"]
 
 
 def open_state(url: str) -> State:

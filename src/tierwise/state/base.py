@@ -1,4 +1,5 @@
-"""Shared counters the dispatcher consults: per-model cooldowns (the circuit breaker) and spend.
+"""Shared counters: per-model cooldowns (the circuit breaker) the dispatcher consults, spend, and what
+access control keeps (budget and rate-limit counters, virtual keys and their revocation).
 
 The breaker is opened in one of two ways (``policy.cooldown.mode``): ``record_failure`` counts
 consecutive failures here, shared by replicas; or a replica that judged a model's failure ratio from its
@@ -11,7 +12,33 @@ Methods take whole sets so a Redis backend answers a request's chain in one roun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One counter an admission checks and adds to: a rate-limit window or a budget period.
+
+    ``strict``: refuse when ``value + amount > limit`` (rate limits: the request itself must fit);
+    else refuse only once ``value >= limit`` (budgets: a period is open until it is spent).
+    ``ttl_s`` bounds the counter's life past its window or period.
+    """
+
+    key: str
+    amount: float
+    limit: float
+    ttl_s: float
+    strict: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """``refused``: the index of the first counter that refused (nothing was added), or None when every
+    counter took its amount. ``values``: each counter's value before this admission."""
+
+    refused: int | None
+    values: tuple[float, ...]
 
 
 class State(Protocol):
@@ -37,5 +64,33 @@ class State(Protocol):
         ...
 
     async def spend(self, key: str) -> float: ...
+
+    async def admit(self, counters: Sequence[Counter]) -> Admission:
+        """Check every counter against its limit and, only if all pass, add every amount, atomically."""
+        ...
+
+    async def adjust(self, counters: Sequence[Counter]) -> None:
+        """Add each counter's ``amount`` (negative to give back) without checking its limit."""
+        ...
+
+    async def put_key(self, key_id: str, key_hash: str, record: str) -> None:
+        """Store a virtual key's record (JSON, never the secret) under its id and the hash of its secret."""
+        ...
+
+    async def key_by_hash(self, key_hash: str) -> str | None:
+        """The record of the key whose secret hashes to ``key_hash``."""
+        ...
+
+    async def get_key(self, key_id: str) -> str | None: ...
+
+    async def list_keys(self) -> list[str]:
+        """Every stored key's record."""
+        ...
+
+    async def revoke(self, key_id: str) -> None:
+        """Mark a key revoked for every replica (config keys as well as stored ones)."""
+        ...
+
+    async def is_revoked(self, key_id: str) -> bool: ...
 
     async def close(self) -> None: ...

@@ -5,25 +5,43 @@ Keys (``prefix`` defaults to ``tierwise:``):
                            Set by ``record_failure``'s script or by ``eject`` (SET NX PX: not extended)
 ``{prefix}fails:{model}``  consecutive failures (INCR); deleted on success, expires after a quiet window
 ``{prefix}spend:{key}``    spend in USD (INCRBYFLOAT)
+``{prefix}ctr:{key}``      a budget period's or rate-limit window's counter (USD or requests or tokens);
+                           checked and added to by ``_ADMIT`` in one step, expires after its period
+``{prefix}key:{id}``       a virtual key's record (JSON: tenant, grants, hash; never the secret)
+``{prefix}keyhash:{hash}`` the id of the key whose secret has that SHA-256; ``{prefix}keys`` the set of ids
+``{prefix}revoked:{id}``   present once a key is revoked (config keys included)
 
 Fail-open: when Redis cannot be reached, ``cooling`` answers "nothing is cooling" and failures and
 successes are not recorded. An unreachable state store must not make every model look down: the
 breaker exists to route around a failing upstream, and closing it on our own outage would turn a
 Redis problem into a total outage. Spend added meanwhile is kept in memory and pushed to Redis with
 the key's next update (or at ``close``), so budgets lose nothing a live process saw.
+
+Budgets and rate limits fail open too, with local accounting: while Redis is unreachable each replica
+admits against its own in-memory counters (so one replica still enforces its limits alone, and N
+replicas together may admit up to N times a limit for the outage's length). Refusing every request
+because the counter store is down would turn a Redis outage into a total one; the money at risk is
+bounded by the outage's length. Key lookups do not fail open: a key created at run time cannot be
+checked without Redis, so its requests get 503 (``StateUnavailable``); config keys still work, and a
+revocation this replica has seen stays in force.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from ..errors import StateUnavailable
+from .base import Admission, Counter
+from .memory import MemoryState
 
 log = logging.getLogger("tierwise.state")
 
@@ -49,6 +67,38 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 0
 """
 
+# Every counter is checked before any is added to, so a refused request takes nothing from any window
+# or budget, and N replicas admitting together can never pass a limit that one step would not.
+# ARGV per counter: amount, limit, ttl (ms), strict (1: refuse past value + amount > limit; 0: refuse at
+# value >= limit). Returns {refused index (0: none), every value before, …} as strings (a Lua number
+# would be truncated to an integer on the way out).
+_ADMIT = """
+local values = {}
+local refused = 0
+for i = 1, #KEYS do
+    local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+    local base = (i - 1) * 4
+    local amount = tonumber(ARGV[base + 1])
+    local limit = tonumber(ARGV[base + 2])
+    values[i] = tostring(v)
+    local over
+    if ARGV[base + 4] == '1' then over = v + amount > limit else over = v >= limit end
+    if over and refused == 0 then refused = i end
+end
+if refused == 0 then
+    for i = 1, #KEYS do
+        local base = (i - 1) * 4
+        if tonumber(ARGV[base + 1]) ~= 0 then
+            redis.call('INCRBYFLOAT', KEYS[i], ARGV[base + 1])
+            redis.call('PEXPIRE', KEYS[i], ARGV[base + 3])
+        end
+    end
+end
+local out = {refused}
+for i = 1, #KEYS do out[i + 1] = values[i] end
+return out
+"""
+
 _UNREACHABLE = (RedisError, OSError)
 
 
@@ -70,6 +120,9 @@ class RedisState:
             url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 1)
         )
         self._record_failure = self._client.register_script(_RECORD_FAILURE)
+        self._admit = self._client.register_script(_ADMIT)
+        self._local = MemoryState()  # budgets and rate limits while Redis is unreachable
+        self._revoked_seen: set[str] = set()
         self._down_until = -float("inf")
         self._last_warning = -float("inf")
         self._was_down = False
@@ -158,6 +211,109 @@ class RedisState:
                 return total + pending
         return self._last_total.get(key, 0.0) + pending
 
+    async def admit(self, counters: Sequence[Counter]) -> Admission:
+        """Check every counter and, only if all pass, add every amount: one script, atomic across
+        replicas. Unreachable: admitted against this replica's own counters (see the module doc)."""
+        if not counters:
+            return Admission(None, ())
+        if not self._skipping():
+            args: list[float | int | str] = []
+            for c in counters:
+                args += [repr(float(c.amount)), repr(float(c.limit)), _ms(c.ttl_s), "1" if c.strict else "0"]
+            try:
+                out = await self._admit(keys=[f"{self.prefix}ctr:{c.key}" for c in counters], args=args)
+            except _UNREACHABLE as exc:
+                self._unreachable(exc)
+            else:
+                self._reachable()
+                refused = int(out[0])
+                values = tuple(float(v) for v in out[1:])
+                return Admission(refused - 1 if refused else None, values)
+        return await self._local.admit(counters)
+
+    async def adjust(self, counters: Sequence[Counter]) -> None:
+        """Add each amount without checking limits (settling a reservation), in one pipeline."""
+        counters = [c for c in counters if c.amount]
+        if not counters:
+            return
+        if not self._skipping():
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for c in counters:
+                        key = f"{self.prefix}ctr:{c.key}"
+                        pipe.incrbyfloat(key, c.amount)
+                        pipe.pexpire(key, _ms(c.ttl_s))
+                    await pipe.execute()
+            except _UNREACHABLE as exc:
+                self._unreachable(exc)
+            else:
+                self._reachable()
+                return
+        await self._local.adjust(counters)
+
+    async def put_key(self, key_id: str, key_hash: str, record: str) -> None:
+        """Store a key's record; raises StateUnavailable when Redis cannot be reached."""
+        async with self._strict(), self._client.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self.prefix}key:{key_id}", record)
+            pipe.set(f"{self.prefix}keyhash:{key_hash}", key_id)
+            pipe.sadd(f"{self.prefix}keys", key_id)
+            await pipe.execute()
+
+    async def key_by_hash(self, key_hash: str) -> str | None:
+        """The record of the key whose secret hashes to ``key_hash``; StateUnavailable when Redis is down."""
+        async with self._strict():
+            key_id = await self._client.get(f"{self.prefix}keyhash:{key_hash}")
+            if key_id is None:
+                return None
+            return _text(await self._client.get(f"{self.prefix}key:{key_id.decode()}"))
+
+    async def get_key(self, key_id: str) -> str | None:
+        async with self._strict():
+            return _text(await self._client.get(f"{self.prefix}key:{key_id}"))
+
+    async def list_keys(self) -> list[str]:
+        async with self._strict():
+            ids = sorted(i.decode() for i in await self._client.smembers(f"{self.prefix}keys"))
+            if not ids:
+                return []
+            values = await self._client.mget([f"{self.prefix}key:{i}" for i in ids])
+        return [v.decode() for v in values if v is not None]
+
+    async def revoke(self, key_id: str) -> None:
+        """Revoke for every replica; raises StateUnavailable when Redis cannot be reached."""
+        async with self._strict():
+            await self._client.set(f"{self.prefix}revoked:{key_id}", b"1")
+        self._revoked_seen.add(key_id)
+
+    async def is_revoked(self, key_id: str) -> bool:
+        """Whether a config key was revoked. Unreachable: only revocations this replica has seen count."""
+        if key_id in self._revoked_seen:
+            return True
+        if self._skipping():
+            return False
+        try:
+            revoked = bool(await self._client.exists(f"{self.prefix}revoked:{key_id}"))
+        except _UNREACHABLE as exc:
+            self._unreachable(exc)
+            return False
+        self._reachable()
+        if revoked:
+            self._revoked_seen.add(key_id)
+        return revoked
+
+    @contextlib.asynccontextmanager
+    async def _strict(self) -> AsyncIterator[None]:
+        if self._skipping():
+            raise StateUnavailable(f"the state store (Redis at {self.where}) is unreachable", retry_after=1.0)
+        try:
+            yield
+        except _UNREACHABLE as exc:
+            self._unreachable(exc)
+            raise StateUnavailable(
+                f"the state store (Redis at {self.where}) is unreachable", retry_after=1.0
+            ) from None
+        self._reachable()
+
     async def close(self) -> None:
         """Push spend kept in memory during an outage (if Redis is back), then disconnect."""
         for key in list(self._unsynced):
@@ -194,6 +350,14 @@ class RedisState:
         if self._was_down:
             self._was_down = False
             log.warning("state: Redis at %s is reachable again", self.where)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
 
 
 def _describe(url: str) -> str:
