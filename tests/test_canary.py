@@ -3,10 +3,15 @@ the rollout's state is shared through the state store."""
 
 from __future__ import annotations
 
+import json
 import random
+import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.harness import fleet_config, run_cli
 from tierwise.canary import PROMOTED, ROLLED_BACK, RUNNING, Canary
 from tierwise.config import CanaryConfig
 from tierwise.ledger.base import Attempt, LedgerRow
@@ -103,3 +108,26 @@ async def test_the_rollout_state_is_shared_through_the_state_store() -> None:
 def test_a_canary_of_a_canary_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="cannot have a canary of its own"):
         CanaryConfig.model_validate({"policy": {"canary": {"policy": {}, "share": 0.1}}, "share": 0.1})
+
+
+def test_the_canary_command_promotes_and_rolls_back_through_redis(tmp_path: Path) -> None:
+    import redis
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=0.5).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("needs Redis on 127.0.0.1:6379 (CI starts it)")
+    doc = fleet_config({n: "http://127.0.0.1:9/v1" for n in ("cheap", "backup", "strong")}, ledger="none")
+    doc["storage"] = {"ledger": "none", "state": "redis://127.0.0.1:6379/0"}
+    # A rule named afresh each run: a new canary version, so no earlier run's rollout is in Redis.
+    rule = {"name": f"run-{uuid.uuid4().hex[:12]}", "when": {"task": {"in": ["code"]}}, "tier": "execution"}
+    doc["policy"]["canary"] = {"policy": {"rules": [rule]}, "share": 0.1, "min_samples": 50}
+    path = tmp_path / "tierwise.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    status = run_cli("canary", "status", "--config", str(path), "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["state"] == "running"
+    rolled = run_cli("canary", "rollback", "--config", str(path))
+    assert rolled.returncode == 0 and "rolled back" in rolled.stdout
+    promoted = run_cli("canary", "promote", "--config", str(path), "--json")
+    assert json.loads(promoted.stdout)["state"] == "promoted"  # a promotion outranks a rollback

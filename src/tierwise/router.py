@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +27,7 @@ import orjson
 
 from .access import Access, Principal, Reservation
 from .calls import Outcome, request_row
+from .canary import Canary
 from .classifier import TierClassifier
 from .config import Config, load_config
 from .dispatch import Dispatcher
@@ -55,6 +56,7 @@ T = TypeVar("T")
 
 _CUT_BY_STOP = "cut short: the gateway stopped before the answer was complete"
 _ACCESS = logging.getLogger("tierwise.access")
+log = logging.getLogger("tierwise.router")
 
 
 def _access_line(row: LedgerRow) -> str:
@@ -97,6 +99,8 @@ class _Request:
     principal: Principal | None = None
     constraint: Constraint | None = None
     reservation: Reservation | None = None
+    engine: PolicyEngine | None = None  # the arm's, while a canary runs; else the Router's
+    dispatcher: Dispatcher | None = None
 
 
 @dataclass(slots=True)
@@ -207,6 +211,27 @@ class Router:
 
             self.metrics = Metrics()
         self.dispatcher = Dispatcher(config, self.providers, self.state)
+        # policy.canary: a second engine (and dispatcher, for its cascade) on a sticky share of traffic.
+        self.canary: Canary | None = None
+        self._arms: dict[str, tuple[PolicyEngine, Dispatcher]] = {}
+        if config.policy.canary is not None:
+            canary_config = config.model_copy(update={"policy": config.policy.canary.policy})
+            canary_learned = None
+            if canary_config.policy.learned is not None:
+                from .artefact import load_learned_router
+
+                canary_learned = load_learned_router(canary_config)
+            canary_engine = PolicyEngine(canary_config, learned=canary_learned)
+            self._arms = {
+                "stable": (self.engine, self.dispatcher),
+                "canary": (canary_engine, Dispatcher(canary_config, self.providers, self.state)),
+            }
+            self.canary = Canary(
+                config.policy.canary,
+                self.state,
+                stable_version=self.engine.version,
+                canary_version=canary_engine.version,
+            )
         self.classifier = (
             TierClassifier(config, self.providers, self.state)
             if config.policy.classifier is not None
@@ -308,7 +333,14 @@ class Router:
         if principal is not None:  # grants, rate limits and budgets; a downgrade comes back as a constraint
             features, constraint = await self.access.admit(principal, features, body["model"])
             key_id = principal.key_id
-        decision = self.engine.decide(features, model=body["model"], constraint=constraint)
+        request_id = _request_id()
+        engine, dispatcher, arm = self.engine, self.dispatcher, None
+        if self.canary is not None:
+            arm = await self.canary.arm(self.canary.sticky_value(body, headers, key_id, request_id))
+            engine, dispatcher = self._arms[arm]
+        decision = engine.decide(features, model=body["model"], constraint=constraint)
+        if arm is not None:
+            decision = replace(decision, arm=arm)
         if features.context_needed() > self._largest.context_window:
             raise RequestError(
                 f"messages: the request needs about {features.context_needed()} tokens "
@@ -320,7 +352,7 @@ class Router:
                 code="context_length_exceeded",
             )
         req = _Request(
-            _request_id(),
+            request_id,
             arrived,
             started,
             body,
@@ -330,6 +362,8 @@ class Router:
             key_id,
             principal,
             constraint,
+            engine=engine,
+            dispatcher=dispatcher,
         )
         # The engine uses a classified tier only where it would otherwise take its default, so that is
         # the only place a classifier call can change anything (hints, rules and a learned router win).
@@ -346,9 +380,12 @@ class Router:
         if result.attempt is not None:
             req.outcome.attempts.append(result.attempt)  # its cost counts in outcome.cost_usd
         if result.tier is not None:
-            req.decision = self.engine.decide(
+            arm = req.decision.arm
+            req.decision = (req.engine or self.engine).decide(
                 req.features, model=req.body["model"], classified_tier=result.tier, constraint=req.constraint
             )
+            if arm is not None:
+                req.decision = replace(req.decision, arm=arm)
         req.decision = result.annotate(req.decision)
 
     async def route(
@@ -366,7 +403,7 @@ class Router:
         req = await self._begin(body, headers, key_id, principal)
         upstream = without_hints(body)
         try:
-            completion = await self.dispatcher.complete(
+            completion = await (req.dispatcher or self.dispatcher).complete(
                 req.decision, upstream, req.features, req.outcome, req.id
             )
         except ChainExhausted as exc:
@@ -415,7 +452,7 @@ class Router:
         req = await self._begin(body, headers, key_id, principal)
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        upstream = self.dispatcher.stream(
+        upstream = (req.dispatcher or self.dispatcher).stream(
             req.decision, without_hints(body), req.features, req.outcome, req.id
         )
         chunks = self._logged_stream(upstream, wants_usage, req)
@@ -482,6 +519,11 @@ class Router:
         await self.ledger.record(row)
         if self.metrics is not None:
             self.metrics.observe(row)
+        if self.canary is not None and req.decision.arm is not None:
+            try:
+                await self.canary.observe(row)
+            except Exception:  # the guard is not worth a request; the state store logs its own outages
+                log.exception("canary: counting request %s failed", row.id)
         if self._access_level and _ACCESS.isEnabledFor(self._access_level):
             _ACCESS.log(self._access_level, _access_line(row))
         return row

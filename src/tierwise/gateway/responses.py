@@ -42,6 +42,8 @@ def tierwise_headers(
     }
     if cost_usd is not None:
         headers["x-tierwise-cost-usd"] = f"{cost_usd:.8f}"
+    if decision.arm is not None:  # policy.canary: which arm's policy served it
+        headers["x-tierwise-canary-arm"] = decision.arm
     return headers
 
 
