@@ -464,6 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality-floor", type=float, help="default operating point: share of strongest quality (0.95)"
     )
     train.set_defaults(run=_train)
+
+    from .estimate.command import add_estimate_parser  # argparse only: `tierwise --help` stays fast
+
+    add_estimate_parser(commands)
+    from .keys_command import add_keys_parser
+
+    add_keys_parser(commands)
+    from .canary_command import add_canary_parser
+
+    add_canary_parser(commands)
     return parser
 
 
