@@ -27,10 +27,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fakes.hostile import hostile_requests, send_probes
-from tests.fakes.upstream import FakeUpstream, free_port
+from tests.fakes.upstream import FakeUpstream
 from tests.gateway.test_fuzz import fuzz_config
-from tests.gateway.test_shutdown import wait_healthy
-from tests.harness import API_KEY  # noqa: F401  (sets TW_TEST_KEY for the fleet)
+from tests.harness import API_KEY, serve_log, start_serve  # noqa: F401  (API_KEY: sets TW_TEST_KEY for the fleet)
 
 
 async def run(probes: int, seed: int, concurrency: int) -> int:
@@ -44,14 +43,8 @@ async def run(probes: int, seed: int, concurrency: int) -> int:
         urls = dict(zip(("cheap", "backup", "strong"), (u.url for u in upstreams), strict=True))
         config = Path(tmp) / "tierwise.yaml"
         config.write_text(yaml.safe_dump(fuzz_config(urls, f"sqlite:///{db}")))
-        port = free_port()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tierwise.cli", "serve", "--config", str(config), "--port", str(port),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
+        proc, base = await start_serve(config, stdout=asyncio.subprocess.DEVNULL)
         try:
-            await wait_healthy(f"{base}/healthz", proc)
             started = time.perf_counter()
             result = await send_probes(
                 base, list(hostile_requests(seed=seed, n=probes)), concurrency=concurrency
@@ -59,7 +52,7 @@ async def run(probes: int, seed: int, concurrency: int) -> int:
             elapsed = time.perf_counter() - started
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), 60)
-            stderr = (await proc.stderr.read()).decode(errors="replace")  # type: ignore[union-attr]
+            stderr = serve_log(proc).decode(errors="replace")
         finally:
             if proc.returncode is None:
                 proc.kill()

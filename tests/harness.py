@@ -10,6 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -39,6 +40,60 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpro
         cwd=cwd,
         timeout=timeout,
     )
+
+
+_SERVE_LOGS: dict[int, Path] = {}
+
+
+def serve_log(proc: asyncio.subprocess.Process) -> bytes:
+    """What a gateway started by ``start_serve`` has written to stderr so far."""
+    return _SERVE_LOGS[proc.pid].read_bytes()
+
+
+async def wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
+    """Wait until the gateway at ``url`` (its /healthz) answers 200; fail if ``proc`` exits first."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            if proc.returncode is not None:
+                log = serve_log(proc) if proc.pid in _SERVE_LOGS else await proc.stderr.read()  # type: ignore[union-attr]
+                raise AssertionError(f"gateway exited early: {log.decode(errors='replace')[-3000:]}")
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("gateway did not become healthy")
+
+
+async def start_serve(
+    config: Path, *args: str, port: int | None = None, stdout: int | None = asyncio.subprocess.PIPE
+) -> tuple[asyncio.subprocess.Process, str]:
+    """``tierwise serve --config CONFIG ARGS…`` as its own process, once it is healthy: (process, base
+    URL without /v1). The caller stops it (SIGTERM, or kill in a ``finally``)."""
+    from tests.fakes.upstream import free_port
+
+    port = port or free_port()
+    # Its log goes to a file, not a pipe: a pipe nobody reads fills up (the access log writes a line
+    # per request) and then blocks the server. serve_log(proc) reads it.
+    fd, log = tempfile.mkstemp(prefix=f"tierwise-serve-{port}-", suffix=".log")
+    try:
+        command = ["-m", "tierwise.cli", "serve", "--config", str(config), "--port", str(port), *args]
+        proc = await asyncio.create_subprocess_exec(sys.executable, *command, stdout=stdout, stderr=fd)
+    finally:
+        os.close(fd)
+    _SERVE_LOGS[proc.pid] = Path(log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(f"{base}/healthz", proc)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc, base
 
 
 class LoopThread:

@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,8 +20,7 @@ import yaml
 aioredis = pytest.importorskip("redis.asyncio", reason="the Redis state needs the redis package")
 
 from tests.fakes.upstream import FakeUpstream, free_port  # noqa: E402
-from tests.gateway.test_shutdown import wait_healthy  # noqa: E402
-from tests.harness import fleet_config  # noqa: E402
+from tests.harness import fleet_config, serve_log, start_serve  # noqa: E402
 from tests.ledger.postgres_server import URL as POSTGRES  # noqa: E402
 from tests.ledger.postgres_server import unreachable as postgres_unreachable  # noqa: E402
 from tierwise.access import hash_secret  # noqa: E402
@@ -77,22 +75,7 @@ async def test_three_replicas_share_one_budget(tmp_path: Path, ledger: str) -> N
             ]
             path = tmp_path / f"tierwise-{i}.yaml"
             path.write_text(yaml.safe_dump(config))
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "tierwise.cli",
-                    "serve",
-                    "--config",
-                    str(path),
-                    "--port",
-                    str(port),
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                )
-            )
-        for port, proc in zip(ports, procs, strict=True):
-            await wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)
+            procs.append((await start_serve(path, port=port))[0])
         body = {"model": "auto", "messages": MESSAGES, "max_tokens": 5}
 
         async def one(http: aiohttp.ClientSession, port: int, key: str) -> tuple[int, dict, dict]:
@@ -122,7 +105,7 @@ async def test_three_replicas_share_one_budget(tmp_path: Path, ledger: str) -> N
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             assert await asyncio.wait_for(proc.wait(), 30) == 0
-        logs = b"".join([await p.stderr.read() + await p.stdout.read() for p in procs])  # type: ignore[union-attr]
+        logs = b"".join([serve_log(p) + await p.stdout.read() for p in procs])  # type: ignore[union-attr]
         final = float(await client.get(counter) or 0)
         settled = float(await client.get(counter + ":settled") or 0)
     finally:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import yaml
 
 from tests.fakes.hostile import hostile_requests, send_probes
-from tests.fakes.upstream import FakeUpstream, free_port
-from tests.gateway.test_shutdown import wait_healthy
-from tests.harness import fleet_config
+from tests.fakes.upstream import FakeUpstream
+from tests.harness import fleet_config, serve_log, start_serve
 
 PROBES = 2000
 
@@ -44,18 +42,12 @@ async def test_hostile_requests_get_4xx_and_the_ledger_keeps_writing(tmp_path: P
     urls = dict(zip(("cheap", "backup", "strong"), (u.url for u in upstreams), strict=True))
     path = tmp_path / "tierwise.yaml"
     path.write_text(yaml.safe_dump(fuzz_config(urls, f"sqlite:///{db}")))
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tierwise.cli", "serve", "--config", str(path), "--port", str(port),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    proc, base = await start_serve(path)
     try:
-        await wait_healthy(f"{base}/healthz", proc)
         result = await send_probes(base, list(hostile_requests(seed=20261130, n=PROBES)), concurrency=8)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
-        _, stderr = await proc.communicate()
+        stderr = serve_log(proc)
     finally:
         if proc.returncode is None:
             proc.kill()

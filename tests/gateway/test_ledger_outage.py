@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,11 +18,9 @@ import yaml
 asyncpg = pytest.importorskip("asyncpg", reason="the PostgreSQL ledger needs asyncpg")
 
 from tests.fakes.tcp_proxy import TcpProxy  # noqa: E402
-from tests.fakes.upstream import FakeUpstream, free_port  # noqa: E402
-from tests.harness import fleet_config  # noqa: E402
+from tests.fakes.upstream import FakeUpstream  # noqa: E402
+from tests.harness import fleet_config, serve_log, start_serve  # noqa: E402
 from tests.ledger.postgres_server import URL, unreachable  # noqa: E402
-
-from .test_shutdown import wait_healthy  # noqa: E402
 
 BODY = {"model": "auto", "messages": [{"role": "user", "content": "Classify: spam or not? 'WIN $$$'"}]}
 REQUEST_TIMEOUT_S = 5.0
@@ -45,28 +42,10 @@ async def database() -> AsyncIterator[str]:
         await admin.close()
 
 
-async def _serve(config: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tierwise.cli",
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    await wait_healthy(f"{base}/healthz", proc)
-    return proc, base
-
-
 async def _stop(proc: asyncio.subprocess.Process) -> bytes:
     proc.send_signal(signal.SIGTERM)
-    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    await asyncio.wait_for(proc.communicate(), 30)
+    stderr = serve_log(proc)
     assert proc.returncode == 0, stderr.decode()
     return stderr
 
@@ -108,7 +87,7 @@ async def test_a_store_outage_under_serve_loses_no_answered_request(database: st
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     procs: list[asyncio.subprocess.Process] = []
     try:
-        proc, base = await _serve(path)
+        proc, base = await start_serve(path)
         procs.append(proc)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             before = [await _chat(http, base) for _ in range(5)]
@@ -137,7 +116,7 @@ async def test_a_store_outage_under_serve_loses_no_answered_request(database: st
         assert list(spill.glob("spill-*.jsonl"))
 
         await proxy.restore()
-        proc, base = await _serve(path)  # the next serve, same configuration
+        proc, base = await start_serve(path)  # the next serve, same configuration
         procs.append(proc)
         answered = [request_id for _, request_id, _ in before + during if request_id]
         assert len(answered) == 85

@@ -5,30 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import aiohttp
 import orjson
 import yaml
 
-from tests.fakes.upstream import FakeUpstream, free_port
-from tests.harness import fleet_config
-
-
-async def wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            if proc.returncode is not None:
-                raise AssertionError(f"gateway exited early: {await proc.stderr.read()}")  # type: ignore[union-attr]
-            try:
-                async with http.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("gateway did not become healthy")
+from tests.fakes.upstream import FakeUpstream
+from tests.harness import fleet_config, start_serve
 
 
 async def test_sigterm_under_load_keeps_every_answered_row(tmp_path: Path) -> None:
@@ -43,22 +27,8 @@ async def test_sigterm_under_load_keeps_every_answered_row(tmp_path: Path) -> No
     config["providers"]["cheap"]["timeouts"] = {"first_byte": 10, "total": 20}
     path = tmp_path / "tierwise.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tierwise.cli",
-        "serve",
-        "--config",
-        str(path),
-        "--port",
-        str(port),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = await start_serve(path)
     try:
-        await wait_healthy(f"{base}/healthz", proc)
         body = {
             "model": "auto",
             "messages": [{"role": "user", "content": "Classify: spam or not? 'WIN $$$'"}],
@@ -102,15 +72,9 @@ async def test_a_stream_cut_by_the_stop_ends_with_an_error_event(tmp_path: Path)
     config["providers"]["strong"]["kind"] = "openai"
     path = tmp_path / "tierwise.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tierwise.cli", "serve", "--config", str(path), "--port", str(port),
-        "--shutdown-timeout", "1.5", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    proc, base = await start_serve(path, "--shutdown-timeout", "1.5")
     events: list[bytes] = []
     try:
-        await wait_healthy(f"{base}/healthz", proc)
         body = {
             "model": "auto",
             "stream": True,
