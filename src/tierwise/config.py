@@ -88,6 +88,10 @@ class ModelEntry(_Frozen):
     max_output_tokens: int | None = Field(default=None, gt=0)
     capabilities: frozenset[str] = frozenset()
 
+    def fits(self, tokens: int) -> bool:
+        """Whether a request needing ``tokens`` (input and reserved output) fits the context window."""
+        return tokens <= self.context_window
+
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return self.price.cost(input_tokens, output_tokens)
 

@@ -79,7 +79,7 @@ class Dispatcher:
         fitting: list[ModelEntry] = []
         for name in decision.chain:
             model = self._models[name]
-            if needed > model.context_window:
+            if not model.fits(needed):
                 message = f"needs ~{needed} tokens, context window is {model.context_window}"
                 outcome.attempts.append(Attempt(model.name, model.provider, "skipped", error=message))
                 outcome.failures.append(AttemptFailure(model.name, "ContextTooLong", message))

@@ -33,7 +33,14 @@ from .errors import AttemptFailure
 from .features import Features
 from .ledger.base import Attempt
 from .messages import reply_text, side_call_body
-from .policy.cascade import JudgeVerifier, Verdict, Verifier, build_verifiers, completion_from_chunks
+from .policy.cascade import (
+    JudgeVerifier,
+    Verdict,
+    Verifier,
+    answers_unverified,
+    build_verifiers,
+    completion_from_chunks,
+)
 from .providers.base import Chunk, Completion, Provider, Usage
 
 
@@ -81,7 +88,7 @@ class Escalation:
         that answer unverified)."""
         rejections = 0
         for i, model in enumerate(plan):
-            if rejections >= self._max_escalations or i == len(plan) - 1:
+            if answers_unverified(i, len(plan), rejections, self._max_escalations):
                 return None, plan[i:]
             answered = await self._caller.call(model, body, outcome, request_id)
             if answered is None:
@@ -109,7 +116,7 @@ class Escalation:
         accepted one is returned for replay, a rejected one is dropped unseen."""
         rejections = 0
         for i, model in enumerate(plan):
-            if rejections >= self._max_escalations or i == len(plan) - 1:
+            if answers_unverified(i, len(plan), rejections, self._max_escalations):
                 return None, plan[i:]
             held = await self._caller.buffer(model, body, features, outcome, request_id)
             if held is None:

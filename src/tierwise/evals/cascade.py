@@ -34,7 +34,14 @@ from typing import Any
 import numpy as np
 
 from ..features import extract_features
-from ..policy.cascade import DEFAULT_RUBRIC, JudgeVerifier, Verifier, build_verifiers, judge_messages
+from ..policy.cascade import (
+    DEFAULT_RUBRIC,
+    JudgeVerifier,
+    Verifier,
+    answers_unverified,
+    build_verifiers,
+    judge_messages,
+)
 from ..policy.engine import PolicyEngine
 from .fleet import EvalFleet
 from .records import EvalDataset
@@ -100,7 +107,6 @@ def replay_cascade(
         raise ValueError("replay_cascade: the config has no policy.cascade")
     verifiers = build_verifiers(cascade)
     index = {model.name: i for i, model in enumerate(fleet.models)}
-    windows = [model.context_window for model in fleet.models]
     n = len(dataset.prompts)
 
     # Decisions: each prompt's fitting chain and whether it cascades.
@@ -110,7 +116,7 @@ def replay_cascade(
         features = extract_features({"model": "auto", "messages": prompt.messages})
         decision = engine.decide(features)
         needed = features.context_needed()
-        chains.append([index[name] for name in decision.chain if windows[index[name]] >= needed])
+        chains.append([index[name] for name in decision.chain if fleet.models[index[name]].fits(needed)])
         cascades[i] = decision.cascade
 
     responses: list[list[str | None]] = [
@@ -151,7 +157,8 @@ def replay_cascade(
                 choice[i] = chain[0]
                 continue
             for position, j in enumerate(chain):  # every model passed over was a rejection
-                if position >= cascade.max_escalations or position == len(chain) - 1:
+                # every model passed over was a rejection, so its position counts them
+                if answers_unverified(position, len(chain), position, cascade.max_escalations):
                     choice[i] = j
                     break
                 if responses[i][j] is None:  # nothing recorded to verify: accepted unverified

@@ -75,7 +75,6 @@ def replay_rules(
     """Decide every prompt with the engine; return the model each one would be answered by."""
     started = time.perf_counter()
     index = {model.name: i for i, model in enumerate(fleet.models)}
-    windows = [model.context_window for model in fleet.models]
     choice = np.empty(len(dataset.prompts), dtype=np.int64)
     rules: Counter[str] = Counter()
     for i, prompt in enumerate(dataset.prompts):
@@ -83,7 +82,9 @@ def replay_rules(
         decision = engine.decide(features)
         rules[decision.rule] += 1
         needed = features.context_needed()
-        choice[i] = next((index[name] for name in decision.chain if windows[index[name]] >= needed), -1)
+        choice[i] = next(
+            (index[name] for name in decision.chain if fleet.models[index[name]].fits(needed)), -1
+        )
         if progress is not None and i % 1000 == 999:
             progress(1000)
     if progress is not None:

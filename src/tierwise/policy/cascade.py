@@ -40,6 +40,7 @@ __all__ = [
     "KINDS",
     "Verdict",
     "Verifier",
+    "answers_unverified",
     "build_verifiers",
     "completion_from_chunks",
     "final_number",
@@ -76,6 +77,13 @@ def _message(choice: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _where(index: int, total: int) -> str:
     return f"choice {index}: " if total > 1 else ""
+
+
+def answers_unverified(position: int, chain_length: int, rejections: int, max_escalations: int) -> bool:
+    """Whether the model at ``position`` of a cascading chain answers without being verified: it is the
+    chain's last, or ``max_escalations`` rejections have already been spent — nothing is left to
+    escalate to, and a verdict nobody can act on is money spent for a log line."""
+    return rejections >= max_escalations or position == chain_length - 1
 
 
 # -- the verifiers ------------------------------------------------------------------------------------
