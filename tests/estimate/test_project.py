@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import orjson
@@ -116,9 +117,16 @@ def test_kmeans_separates_two_directions() -> None:
     assert len(set(labels[:50])) == 1 and len(set(labels[50:])) == 1 and labels[0] != labels[50]
 
 
+def needs_the_embeddings() -> None:
+    # find_spec, not importorskip: wordllama's files are read, its code must never be imported (a test
+    # of embeddings.py checks that it is not in sys.modules).
+    for name in ("tokenizers", "wordllama"):
+        if importlib.util.find_spec(name) is None:
+            pytest.skip(f"needs {name}: pip install 'tierwise[learned]'")
+
+
 def test_batched_embedding_matches_the_router_embedding() -> None:
-    pytest.importorskip("tokenizers")
-    pytest.importorskip("wordllama")
+    needs_the_embeddings()
     import numpy as np
 
     from tierwise.embeddings import load_wordllama
@@ -132,8 +140,7 @@ def test_batched_embedding_matches_the_router_embedding() -> None:
 
 
 def test_clusters_on_the_router_embeddings(tmp_path: Path, config: Config) -> None:
-    pytest.importorskip("tokenizers")
-    pytest.importorskip("wordllama")
+    needs_the_embeddings()
     topics = [
         "Translate to French: good morning, how are you today",
         "Translate to German: where is the railway station please",

@@ -102,7 +102,7 @@ def test_mixed_routing_tallies(arena: ArenaData, config: Config) -> None:
     report = demo.format_report(summary)
     assert "requests: 42, answered: 41, failed: 1" in report
     assert f"always {STRONG}" in report
-    assert f"savings: {summary.savings * 100:.1f}%" in report
+    assert f"{summary.savings * 100:.1f}% priced with its own recorded answers" in report
     assert "failed: failed-one: HTTP 502" in report
     assert "1 answers had no x-tierwise-cost-usd" in report
 
@@ -113,7 +113,7 @@ def test_unknown_model_in_header_is_a_failure(arena: ArenaData, config: Config) 
     assert summary.routed.requests == 0
     assert "gpt-5 answered, but has no recorded result" in (summary.failures[0].error or "")
     assert summary.savings is None and summary.quality_retained is None
-    assert "savings: n/a" in demo.format_report(summary)
+    assert "   n/a priced with its own recorded answers" in demo.format_report(summary)
 
 
 # -- the client, against a stand-in for `tierwise serve` on 127.0.0.1 -----------------------------------
