@@ -70,7 +70,9 @@ async def call_once(
     charge it. Never raises ProviderError: a failure is returned in ``Call.error``. ``timeout_s`` bounds
     the whole call on top of the provider's own timeouts; ``timeout_setting`` names the setting that
     set it, for the message."""
-    attempt = Attempt(model.name, model.provider, "ok", retry=retry, purpose=purpose)
+    attempt = Attempt(
+        model.name, model.provider, "ok", retry=retry, purpose=purpose, template=model.template_id
+    )
     if outcome is not None:
         outcome.attempts.append(attempt)
     started = time.perf_counter()

@@ -62,6 +62,7 @@ def _route(args: argparse.Namespace) -> int:
     from .config import load_config
     from .features import extract_features, parse_hints
     from .policy.engine import PolicyEngine
+    from .providers.base import UpstreamCall
     from .validation import validate_chat_body
 
     config = load_config(args.config)
@@ -75,6 +76,8 @@ def _route(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise ConfigError("route: no prompt; give it as an argument or on standard input")
     body = {"model": args.model, "messages": [{"role": "user", "content": prompt}]}
+    if args.system:
+        body["messages"].insert(0, {"role": "system", "content": args.system})
     if args.max_tokens:
         body["max_tokens"] = args.max_tokens
     validate_chat_body(body, config.server)
@@ -94,11 +97,19 @@ def _route(args: argparse.Namespace) -> int:
     # The gateway asks the classifier only where the default decided; --explain calls nothing.
     classifier = config.policy.classifier
     asks = classifier.model if classifier is not None and decision.layer == "default" else None
+    first = config.model(decision.chain[0])
+    # What the first model would receive, its prompt template applied as the adapter layer does.
+    sent = UpstreamCall(first, body).body["messages"]
     if args.json:
-        shown = {"features": features.to_log(), "decision": decision.to_log(), "classifier_asked": asks}
+        shown = {
+            "features": features.to_log(),
+            "decision": decision.to_log(),
+            "classifier_asked": asks,
+            "template": first.template_id,
+            "upstream_messages": sent,
+        }
         print(json.dumps(shown, indent=2))
         return 0
-    first = config.model(decision.chain[0])
     print(
         f"model    {first.name}  (tier {decision.tier}, ${first.price.input_per_mtok}/"
         f"${first.price.output_per_mtok} per M tokens)"
@@ -115,6 +126,10 @@ def _route(args: argparse.Namespace) -> int:
         print(f"classify {asks} would be asked which tier this needs (not asked here); the above if it fails")
     shown = {k: v for k, v in features.to_log().items() if v not in (None, False)}
     print("features " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    if first.template is not None:
+        print(f"template {first.template_id}: {first.name} receives")
+        for message in sent:
+            print(f"  {message['role']}: {json.dumps(message['content'], ensure_ascii=False)[:400]}")
     return 0
 
 
@@ -195,7 +210,8 @@ def _eval(args: argparse.Namespace) -> int:
             folds = kfold(texts, args.cv, seed=args.seed)
 
     split = f"{args.cv}-fold {args.split}" if args.cv else "none"
-    with _progress_bar(steps(len(policies) - sum(p.name in BASELINES for p in policies), folds)) as progress:
+    n_policies = len(policies) - sum(p.name in BASELINES for p in policies)
+    with _progress_bar(steps(n_policies, folds, models=len(fleet.models))) as progress:
         report = evaluate(
             dataset,
             policies,
@@ -207,22 +223,6 @@ def _eval(args: argparse.Namespace) -> int:
             progress=progress,
         )
     print(render_table(report))
-    for policy in policies:
-        if hasattr(policy, "runs"):  # the learned router: pooled out-of-fold figures with 95% CIs
-            from .evals.learned import pooled_report
-
-            pooled = report.policies[policy.name]["pooled"] = pooled_report(
-                policy, dataset, fleet, n_boot=args.bootstrap, seed=args.seed
-            )
-            ci = pooled.get("ci95", {})
-            shown = {k: v for k, v in pooled.items() if k in ("apgr", "cpt_50", "quality", "cost_per_1k_usd")}
-            print(
-                f"{policy.name} pooled over {pooled['prompts']} test prompts: "
-                + ", ".join(
-                    f"{k} {v:.3f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "")
-                    for k, v in shown.items()
-                )
-            )
     write_json(report, out / "report.json")
     problem = None if args.no_plot else write_plot(report, out / "curve.png")
     written = "report.json" + ("" if args.no_plot or problem else ", curve.png")
@@ -374,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--risk")
     route.add_argument("--tier")
     route.add_argument("--max-tokens", type=int)
+    route.add_argument("--system", help="a system prompt, to see what the model's template makes of it")
     route.add_argument("--json", action="store_true")
     route.set_defaults(run=_route)
 

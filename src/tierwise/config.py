@@ -78,6 +78,29 @@ class ProviderConfig(_Frozen):
         return value
 
 
+class PromptTemplate(_Frozen):
+    """How one model is prompted: a prefix and suffix around the system prompt, and message rewrites
+    for models that read prompts differently (``fold_system``: no system role, so the system prompt
+    goes at the head of the first user turn). Applied to every call of the model, in the adapter layer.
+    ``id`` names it in the ledger's attempts (default: a hash of its settings)."""
+
+    id: str | None = Field(default=None, min_length=1, max_length=64)
+    system_prefix: str = ""
+    system_suffix: str = ""
+    # A system prompt for requests that carry none (prefix and suffix then wrap it).
+    default_system: str = ""
+    fold_system: bool = False
+    # developer → system: for upstreams that predate OpenAI's developer role.
+    developer_as_system: bool = False
+
+    def template_id(self) -> str:
+        """The id the ledger records: ``id``, or a short hash of the settings."""
+        if self.id is not None:
+            return self.id
+        digest = hashlib.sha256(orjson.dumps(self.model_dump(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return "tpl-" + digest[:10]
+
+
 class ModelEntry(_Frozen):
     name: str = Field(min_length=1)
     provider: str
@@ -87,6 +110,12 @@ class ModelEntry(_Frozen):
     tier: str
     max_output_tokens: int | None = Field(default=None, gt=0)
     capabilities: frozenset[str] = frozenset()
+    template: PromptTemplate | None = None
+
+    @property
+    def template_id(self) -> str | None:
+        """The prompt template's id, as the ledger's attempts record it (None: no template)."""
+        return self.template.template_id() if self.template is not None else None
 
     def fits(self, tokens: int) -> bool:
         """Whether a request needing ``tokens`` (input and reserved output) fits the context window."""
@@ -94,6 +123,32 @@ class ModelEntry(_Frozen):
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return self.price.cost(input_tokens, output_tokens)
+
+
+EMBEDDING_TIER = "embedding"
+
+
+class EmbeddingModel(_Frozen):
+    """A model ``POST /v1/embeddings`` forwards to. Embeddings are not routed (a vector from another
+    model is not a cheaper equivalent): the request's ``model`` names one of these, or any other name
+    takes the first. ``max_input_tokens`` is the model's own limit, for its ledger entry."""
+
+    name: str = Field(min_length=1)
+    provider: str
+    upstream: str = Field(min_length=1)
+    input_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+    max_input_tokens: int = Field(default=8192, gt=0)
+
+    def entry(self) -> ModelEntry:
+        """This model as a ModelEntry of the ``embedding`` tier: calls and ledger rows treat it alike."""
+        return ModelEntry(
+            name=self.name,
+            provider=self.provider,
+            upstream=self.upstream,
+            price=Price(input_per_mtok=self.input_per_mtok, output_per_mtok=0.0),
+            context_window=self.max_input_tokens,
+            tier=EMBEDDING_TIER,
+        )
 
 
 class Target(_Frozen):
@@ -350,6 +405,41 @@ class PolicyConfig(_Frozen):
     canary: CanaryConfig | None = None
 
 
+class ExactCacheConfig(_Frozen):
+    """The exact response cache: a repeat of the same request answered from memory or Redis."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    ttl_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
+    max_entries: int = Field(default=10_000, ge=1)  # memory backend; Redis evicts by TTL
+
+
+class SemanticCacheConfig(_Frozen):
+    """The semantic cache: a single-turn request whose question is close enough (cosine similarity of
+    the router's own embeddings ≥ ``threshold``) to an answered one, with the same system prompt and
+    parameters, gets that answer. In each replica's memory."""
+
+    threshold: float = Field(default=0.90, gt=0, le=1)  # bench/cache.py: the guard keeps precision
+    ttl_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
+    max_entries: int = Field(default=10_000, ge=1)
+    # The lexical guard: a match must keep every content term of the cached question and add no
+    # number or negation (off: cosine alone decides, which confuses questions that differ in a number).
+    same_terms: bool = True
+
+
+class CacheConfig(_Frozen):
+    """Response caches, looked up after the policy decided and before any upstream call. ``scope``:
+    who may be served an answer another request paid for (``key``, ``tenant`` — keyless requests
+    share the anonymous scope — or ``global``). Sampled (temperature > 0), tool-using and ``n > 1``
+    requests are never cached unless allowed here."""
+
+    scope: Literal["key", "tenant", "global"] = "tenant"
+    exact: ExactCacheConfig | None = ExactCacheConfig()
+    semantic: SemanticCacheConfig | None = None  # opt-in
+    allow_sampled: bool = False
+    allow_tools: bool = False
+    allow_n: bool = False
+
+
 class StorageConfig(_Frozen):
     """Where the ledger and shared state live. ``capture_prompts`` keeps each request's messages in
     its ledger row — off by default: turn it on to retrain the learned router on your own traffic
@@ -467,14 +557,17 @@ class Config(_Frozen):
     policy: PolicyConfig = PolicyConfig()
     storage: StorageConfig = StorageConfig()
     server: ServerConfig = ServerConfig()
+    cache: CacheConfig | None = None  # None: no response cache
     auth: AuthConfig = AuthConfig()
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     keys: tuple[KeyConfig, ...] = ()
+    embeddings: tuple[EmbeddingModel, ...] = ()  # what POST /v1/embeddings forwards to; () turns it off
 
     @model_validator(mode="after")
     def _references(self) -> Config:
         errors: list[str] = []
         errors += self._access_errors()
+        errors += self._embedding_errors()
         if len(set(self.tiers)) != len(self.tiers):
             errors.append("tiers: names must be unique")
         names: set[str] = set()
@@ -559,9 +652,37 @@ class Config(_Frozen):
             errors.append(f"policy.classifier.model: unknown model {self.policy.classifier.model!r}")
         if self.policy.counterfactual_model is not None and self.policy.counterfactual_model not in names:
             errors.append(f"policy.counterfactual_model: unknown model {self.policy.counterfactual_model!r}")
+        exact = self.cache.exact if self.cache is not None else None
+        if exact is not None and exact.backend == "redis" and not self.storage.state.startswith("redis"):
+            errors.append(
+                "cache.exact.backend: redis shares the state store's Redis; storage.state is "
+                f"{self.storage.state!r} (set it to redis://… or use backend: memory)"
+            )
         if errors:
             raise ValueError("\n".join(errors))
         return self
+
+    def _embedding_errors(self) -> list[str]:
+        errors: list[str] = []
+        chat = {m.name for m in self.models}
+        seen: set[str] = set()
+        for i, model in enumerate(self.embeddings):
+            where = f"embeddings[{i}]"
+            if model.name in seen or model.name in chat:
+                errors.append(f"{where}.name: {model.name!r} is already the name of another model")
+            seen.add(model.name)
+            provider = self.providers.get(model.provider)
+            if provider is None:
+                errors.append(
+                    f"{where}.provider: unknown provider {model.provider!r}; "
+                    f"defined: {', '.join(sorted(self.providers)) or 'none'}"
+                )
+            elif provider.kind != "openai":
+                errors.append(
+                    f"{where}.provider: {model.provider!r} is of kind {provider.kind}; embeddings need an "
+                    "OpenAI-compatible provider (kind: openai)"
+                )
+        return errors
 
     def grant_errors(self, grants: Grants, where: str = "") -> list[str]:
         """What in ``grants`` names a tier or model the fleet does not have (keys made at run time are

@@ -24,6 +24,11 @@ HINT_KEYS: tuple[str, ...] = ("task", "quality", "latency_ms", "risk", "tier", "
 HINT_HEADERS: dict[str, str] = {f"x-tierwise-{k.replace('_', '-')}": k for k in HINT_KEYS}
 # In ``metadata`` a hint may be named plainly or with the prefix, where a client's own keys might clash.
 HINT_METADATA_KEYS: dict[str, str] = {name: k for k in HINT_KEYS for name in (k, f"tierwise_{k}")}
+# The response cache's opt-out (``off``), read like the hints: header first, then ``metadata``.
+CACHE_HEADER = "x-tierwise-cache"
+CACHE_METADATA_KEY = "tierwise_cache"
+# What ``without_hints`` removes from ``metadata``: tierwise's own keys, never sent upstream.
+_TIERWISE_METADATA = frozenset(HINT_METADATA_KEYS) | {CACHE_METADATA_KEY}
 # A second call about the same request (an agreement sample, a shadow) is one plain JSON answer.
 SIDE_CALL_DROPPED: tuple[str, ...] = ("stream", "stream_options", "n")
 
@@ -80,12 +85,13 @@ def reply_text(completion: Any) -> str:
 
 
 def without_hints(body: dict[str, Any]) -> dict[str, Any]:
-    """The body to forward upstream: without the routing hints tierwise read from ``metadata``.
+    """The body to forward upstream: without the routing hints (and cache opt-out) tierwise read from
+    ``metadata``.
     Returns ``body`` itself when there are none (the common case allocates nothing)."""
     metadata = body.get("metadata")
-    if not metadata or not isinstance(metadata, dict) or not (metadata.keys() & HINT_METADATA_KEYS.keys()):
+    if not metadata or not isinstance(metadata, dict) or not (metadata.keys() & _TIERWISE_METADATA):
         return body
-    rest = {k: v for k, v in metadata.items() if k not in HINT_METADATA_KEYS}
+    rest = {k: v for k, v in metadata.items() if k not in _TIERWISE_METADATA}
     out = dict(body)
     if rest:
         out["metadata"] = rest

@@ -8,7 +8,9 @@ prompt. Each Router has its own registry: two routers in one process never share
 Latencies are histograms in seconds: ``tierwise_upstream_latency_seconds`` per answer attempt,
 ``tierwise_ttft_seconds`` for streams, and ``tierwise_overhead_seconds``: the request's latency less
 the time its upstream calls took — tierwise's own work, plus any backoff it waited between retries.
-Savings are graphable as ``tierwise_counterfactual_cost_usd_total - tierwise_cost_usd_total``.
+Savings are graphable as ``tierwise_counterfactual_cost_usd_total - tierwise_cost_usd_total``; answers
+served from the response cache are counted apart, in ``tierwise_cache_hits_total`` and
+``tierwise_cache_saved_usd_total`` (what those answers cost when they were paid for).
 """
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.cache_hits = Counter(
+            "tierwise_cache_hits", "Requests answered from the response cache, by kind.", ["kind"], registry=r
+        )
+        self.cache_saved = Counter(
+            "tierwise_cache_saved_usd",
+            "What the answers served from the cache cost when they were paid for, by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.shadow_calls = Counter(
             "tierwise_shadow_calls", "Shadow calls, by model and status.", ["model", "status"], registry=r
         )
@@ -131,6 +142,10 @@ class Metrics:
             self.fallbacks.labels(task, path.first_tier, path.final_tier or "none", path.reason).inc()
         if row.counterfactual_cost_usd:
             self.counterfactual.labels(task).inc(row.counterfactual_cost_usd)
+        cache = row.decision.get("cache")
+        if cache:
+            self.cache_hits.labels(cache["hit"]).inc()
+            self.cache_saved.labels(cache["hit"]).inc(cache.get("saved_usd") or 0.0)
         upstream_s = self._attempts(row)
         if row.ttft_ms is not None and row.final_model:
             self.ttft.labels(row.final_model).observe(row.ttft_ms / 1000)

@@ -10,6 +10,10 @@ Quality, where the ledger knows it: callers' feedback (the latest grade of each 
 and rejected, counted against the model that gave them; and shadow calls (``policy.shadow``): how
 often the shadow model agreed with each model's answers. Shadow calls are not requests: their cost
 is reported on its own line, outside every group and total.
+
+Answers served from the response cache cost $0 and carry no tokens, so they add nothing to the routing
+savings; what they saved (what each answer cost when it was paid for) is reported apart, as cache
+savings.
 """
 
 from __future__ import annotations
@@ -110,6 +114,8 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
     answered_counterfactual = 0.0
     answered_cost = 0.0
     latencies: list[float] = []
+    cache_hits: dict[str, int] = defaultdict(int)  # kind → requests answered from the cache
+    cache_saved = 0.0
     paths: dict[str, Paths] = defaultdict(Paths)
     paths_by_version: dict[str, dict[str, Paths]] = defaultdict(lambda: defaultdict(Paths))
     for row in rows:
@@ -124,6 +130,10 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
             continue
         if row.id in judged:
             judged_rows.append(row)
+        cache = row.decision.get("cache")
+        if cache:
+            cache_hits[str(cache.get("hit"))] += 1
+            cache_saved += float(cache.get("saved_usd") or 0.0)
         if row.id in shadow_says and row.final_model:
             agreement[row.final_model]["agree" if shadow_says[row.id] >= 0.5 else "disagree"] += 1
         grade = grades.get(row.id)
@@ -159,6 +169,7 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
         "savings_pct": (1 - answered_cost / answered_counterfactual) * 100
         if answered_counterfactual
         else 0.0,
+        "cache": {"hits": dict(sorted(cache_hits.items())), "saved_usd": cache_saved},
         "latency_ms_p50": latencies[len(latencies) // 2] if latencies else None,
         "latency_ms_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         if latencies
@@ -242,6 +253,13 @@ def render(summary: dict[str, Any]) -> str:
         "  (always-strongest: the strongest model's prices for the tokens served; its own answers, often",
         "   longer, would have cost more, so this understates the saving — see README, 'One savings figure')",
     ]
+    cache = summary.get("cache") or {}
+    if cache.get("hits"):
+        kinds = ", ".join(f"{kind} {n}" for kind, n in cache["hits"].items())
+        lines.append(
+            f"cache    {sum(cache['hits'].values())} answers from the cache ({kinds}), "
+            f"saved ${cache['saved_usd']:.4f} (apart from the routing saving above)"
+        )
     if summary["latency_ms_p50"] is not None:
         lines.append(
             f"latency p50 {summary['latency_ms_p50']:.1f} ms  p99 {summary['latency_ms_p99']:.1f} ms"

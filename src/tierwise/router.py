@@ -26,11 +26,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from .access import Access, Principal, Reservation
-from .calls import Outcome, request_row
+from .cache import CacheHit, CacheKey, ResponseCache, StreamCollector, hit_chunks, hit_response
+from .calls import Outcome, elapsed_ms, request_row
 from .canary import Canary
 from .classifier import TierClassifier
 from .config import Config, load_config
 from .dispatch import Dispatcher
+from .embed import Embedded, validate_embeddings_body
+from .embed import forward as forward_embeddings
+from .embed import input_chars as embeddings_chars
 from .errors import (
     AccessDenied,
     ChainExhausted,
@@ -45,6 +49,7 @@ from .ledger import Feedback, Ledger, LedgerRow, NullLedger, open_ledger
 from .messages import reply_message, without_hints
 from .policy.engine import Constraint, Decision, PolicyEngine
 from .providers import Chunk, Provider, build_provider
+from .providers.base import Usage
 from .shadow import ShadowSampler
 from .state import State, open_state
 from .validation import validate_chat_body, validate_feedback_body
@@ -101,6 +106,8 @@ class _Request:
     reservation: Reservation | None = None
     engine: PolicyEngine | None = None  # the arm's, while a canary runs; else the Router's
     dispatcher: Dispatcher | None = None
+    cache_key: CacheKey | None = None  # None: not cached (no cache, opted out, sampled, tools …)
+    hit: CacheHit | None = None
 
 
 @dataclass(slots=True)
@@ -116,6 +123,7 @@ class Routed:
     counterfactual_cost_usd: float
     request_id: str
     latency_ms: float
+    cache: str | None = None  # "exact" or "semantic" when answered from the cache
 
     @property
     def content(self) -> str | None:
@@ -149,6 +157,7 @@ class RoutedStream:
         assert outcome.model is not None
         self.model = outcome.model.name
         self.tier = outcome.model.tier
+        self.cache: str | None = None  # "exact" or "semantic" when answered from the cache
 
     @property
     def cost_usd(self) -> float:
@@ -205,6 +214,9 @@ class Router:
         )
         self.state: State = state if state is not None else open_state(config.storage.state)
         self.access = Access(config, self.state)
+        self.cache = (
+            ResponseCache(config.cache, state_url=config.storage.state) if config.cache is not None else None
+        )
         self.metrics: Metrics | None = None
         if config.server.metrics:
             from .metrics import Metrics  # prometheus_client loads only when metrics are on
@@ -249,6 +261,7 @@ class Router:
         ]
         self._counterfactual = config.counterfactual()
         self._largest = max(config.models, key=lambda m: m.context_window)
+        self._fleet = {m.name: m for m in config.models}
         self._capture_prompts = config.storage.capture_prompts
         self._started = False
         self._closed = False
@@ -292,6 +305,8 @@ class Router:
         if self._started:
             await self.ledger.close()
         await self.state.close()
+        if self.cache is not None:
+            await self.cache.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         await self.http.aclose()
@@ -365,6 +380,8 @@ class Router:
             engine=engine,
             dispatcher=dispatcher,
         )
+        if self.cache is not None and await self._look_up(req, headers):
+            return req  # nothing more to pay for: no classifier call, no budget reservation
         # The engine uses a classified tier only where it would otherwise take its default, so that is
         # the only place a classifier call can change anything (hints, rules and a learned router win).
         if self.classifier is not None and decision.layer == "default":
@@ -372,6 +389,37 @@ class Router:
         if principal is not None:  # last: nothing may fail between the reservation and the ledger row
             req.reservation = await self.access.reserve(principal, req.decision, req.features)
         return req
+
+    async def _look_up(self, req: _Request, headers: Mapping[str, str] | None) -> bool:
+        """Find the request's cache key and a cached answer; True on a hit."""
+        assert self.cache is not None
+        req.cache_key = self.cache.key(
+            req.body,
+            headers,
+            policy_version=req.decision.policy_version,
+            first=req.decision.chain[0],
+            key_id=req.key_id,
+            tenant=req.principal.tenant if req.principal is not None else None,
+        )
+        if req.cache_key is None:
+            return False
+        hit = await self.cache.get(req.cache_key)
+        # Only an answer this request could have been routed to: grants, budget downgrades and (for a
+        # semantic match) a question that routes elsewhere all keep the cache from answering.
+        if hit is None or hit.model not in self._fleet or hit.model not in req.decision.chain:
+            return False
+        req.hit = hit
+        req.outcome.model, req.outcome.status = self._fleet[hit.model], "ok"
+        return True
+
+    async def _fill(self, req: _Request, response: dict[str, Any], cost_usd: float) -> None:
+        """Keep a fresh answer for the next identical (or, semantic, similar) request."""
+        if self.cache is None or req.cache_key is None or req.outcome.model is None:
+            return
+        try:
+            await self.cache.put(req.cache_key, response, model=req.outcome.model.name, cost_usd=cost_usd)
+        except Exception:  # a cache that cannot keep an answer costs a future hit, never this request
+            log.exception("cache: keeping the answer of %s failed", req.id)
 
     async def _classify(self, req: _Request) -> None:
         """Ask the small-LLM classifier, charge its call to the request and decide again with its tier."""
@@ -401,6 +449,8 @@ class Router:
         With a ``principal`` (``access.authenticate``), the key's grants, rate limits and budgets apply
         (AccessDenied, RateLimited, BudgetExceeded); without one the call is trusted and unmetered."""
         req = await self._begin(body, headers, key_id, principal)
+        if req.hit is not None:
+            return await self._served_from_cache(req, req.hit)
         upstream = without_hints(body)
         try:
             completion = await (req.dispatcher or self.dispatcher).complete(
@@ -422,6 +472,7 @@ class Router:
         row = await self._log(req, 200, None)
         model = req.outcome.model
         assert model is not None
+        await self._fill(req, completion.body, row.cost_usd)
         if self.shadow is not None:  # after the row: the request's own figures never include it
             self.shadow.maybe_start(req.id, upstream, model.name, completion.body)
         return Routed(
@@ -434,6 +485,22 @@ class Router:
             counterfactual_cost_usd=row.counterfactual_cost_usd,
             request_id=req.id,
             latency_ms=row.latency_ms,
+        )
+
+    async def _served_from_cache(self, req: _Request, hit: CacheHit) -> Routed:
+        row = await self._log(req, 200, None)
+        assert req.outcome.model is not None
+        return Routed(
+            response=hit_response(hit, req.id),
+            decision=req.decision,
+            features=req.features,
+            model=req.outcome.model.name,
+            tier=req.outcome.model.tier,
+            cost_usd=row.cost_usd,
+            counterfactual_cost_usd=row.counterfactual_cost_usd,
+            request_id=req.id,
+            latency_ms=row.latency_ms,
+            cache=hit.kind,
         )
 
     async def route_stream(
@@ -452,27 +519,72 @@ class Router:
         req = await self._begin(body, headers, key_id, principal)
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        upstream = (req.dispatcher or self.dispatcher).stream(
-            req.decision, without_hints(body), req.features, req.outcome, req.id
-        )
+        if req.hit is not None:
+            req.outcome.ttft_ms = elapsed_ms(req.started)
+            upstream = _replayed(hit_chunks(hit_response(req.hit, req.id)))
+        else:
+            upstream = (req.dispatcher or self.dispatcher).stream(
+                req.decision, without_hints(body), req.features, req.outcome, req.id
+            )
         chunks = self._logged_stream(upstream, wants_usage, req)
         self._open_streams[req.id] = chunks
         try:
             first = await anext(chunks)
         except StopAsyncIteration:  # unreachable: dispatch yields at least one chunk or raises
             raise ChainExhausted(req.outcome.failures) from None
-        return RoutedStream(first, chunks, req.outcome, req.decision, req.features, req.id)
+        routed = RoutedStream(first, chunks, req.outcome, req.decision, req.features, req.id)
+        routed.cache = req.hit.kind if req.hit is not None else None
+        return routed
+
+    async def aembed(self, body: dict[str, Any], *, principal: Principal | None = None) -> Embedded:
+        """Forward one embeddings request (an OpenAI body) to a configured embedding model, not routed;
+        charge it and log its ledger row (decision layer ``embeddings``). Raises TierwiseError."""
+        if not self._started:
+            await self.start()
+        if principal is not None:
+            # Rate limits and spent budgets apply as to chat requests; the input is estimated at four
+            # characters a token, with no output reserved.
+            validate_embeddings_body(body, self.config)
+            tokens = embeddings_chars(body["input"]) // 4 + 1
+            await self.access.admit(
+                principal,
+                Features(task="embeddings", input_tokens=tokens, max_output_tokens=1),
+                body["model"],
+            )
+
+        async def record(row: LedgerRow) -> None:
+            await self.ledger.record(row)
+            if self.metrics is not None:
+                self.metrics.observe(row)
+            if principal is not None:
+                await self.access.charge(principal, row.cost_usd)
+
+        return await forward_embeddings(
+            self.config,
+            self.providers,
+            body,
+            request_id=_request_id(),
+            policy_version=self.policy_version,
+            record=record,
+            key_id=principal.key_id if principal is not None else None,
+            tenant=principal.tenant if principal is not None else None,
+        )
 
     async def _logged_stream(
         self, chunks: AsyncIterator[Chunk], wants_usage: bool, req: _Request
     ) -> AsyncIterator[Chunk]:
         outcome = req.outcome
         status, error = 200, None
+        collector = StreamCollector() if req.cache_key is not None and req.hit is None else None
         try:
             async for chunk in chunks:
+                if collector is not None:
+                    collector.add(chunk.data)
                 if not wants_usage and chunk.usage is not None and not chunk.data.get("choices"):
                     continue  # the client did not ask for the usage chunk we requested upstream
                 yield chunk
+            if collector is not None and (completion := collector.completion()) is not None:
+                await self._fill(req, completion, outcome.cost_usd)
         except ChainExhausted as exc:
             status, error = exc.status, str(exc)
             raise
@@ -519,7 +631,8 @@ class Router:
         await self.ledger.record(row)
         if self.metrics is not None:
             self.metrics.observe(row)
-        if self.canary is not None and req.decision.arm is not None:
+        # A cache hit says nothing of the arm's routing: its guard counts routed requests only.
+        if self.canary is not None and req.decision.arm is not None and req.hit is None:
             try:
                 await self.canary.observe(row)
             except Exception:  # the guard is not worth a request; the state store logs its own outages
@@ -659,7 +772,21 @@ def _decision_log(req: _Request) -> dict[str, Any]:
     logged = req.decision.to_log()
     if req.principal is not None:
         logged["tenant"] = req.principal.tenant
+    if req.hit is not None:  # answered at $0; saved_usd is what the answer cost when it was paid for
+        logged["cache"] = req.hit.to_log()
     return logged
+
+
+async def _replayed(chunks: list[dict[str, Any]]) -> AsyncIterator[Chunk]:
+    """A cached answer as a stream."""
+    for data in chunks:
+        usage = data.get("usage")
+        yield Chunk(
+            data=data,
+            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            if isinstance(usage, dict)
+            else None,
+        )
 
 
 class _SyncRunner:

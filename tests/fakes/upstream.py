@@ -26,7 +26,9 @@ API (keyword-only options; every attribute below may be changed while the server
     free_port() -> int; await refused_url(kind="openai") -> str
     openai_error_body(status, message=None), anthropic_error_body(status, message=None): real error bodies
 
-Routes: openai ``POST /v1/chat/completions``; anthropic ``POST /v1/messages``; both ``GET /v1/models``.
+Routes: openai ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` (``embedding_of(text)`` vectors,
+float or base64, ``dimensions`` honoured; prompt tokens are words); anthropic ``POST /v1/messages``; both
+``GET /v1/models``.
 
 Behaviour, both kinds:
   * Token counts are words: prompt = words of every message's text (and Anthropic's ``system``),
@@ -48,11 +50,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
 import itertools
+import math
 import random
 import re
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -118,6 +124,17 @@ def anthropic_error_body(status: int, message: str | None = None) -> dict[str, A
         status, ("api_error" if status >= 500 else "invalid_request_error", f"HTTP {status}")
     )
     return {"type": "error", "error": {"type": kind, "message": message or default}, "request_id": "req_fake"}
+
+
+EMBEDDING_DIMENSIONS = 8
+
+
+def embedding_of(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake's vector for ``text``: unit length, the same for the same text, from its SHA-256."""
+    digest = hashlib.sha256(text.encode()).digest() * (1 + dimensions // 32)
+    raw = [b / 255.0 - 0.5 for b in digest[:dimensions]]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
 
 
 def free_port() -> int:
@@ -285,6 +302,7 @@ class FakeUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         if self.kind == "openai":
             app.router.add_post("/v1/chat/completions", self._openai)
+            app.router.add_post("/v1/embeddings", self._embeddings)
         else:
             app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_get("/v1/models", self._models)
@@ -494,6 +512,31 @@ class FakeUpstream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await self._send_stream(request, self._openai_events(answer, include_usage), fill)
         return web.Response(body=_fill(self._openai_json(answer), fill), content_type="application/json")
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body, refusal = await self._intake(request)
+        if body is None:
+            return refusal  # type: ignore[return-value]
+        inputs = body.get("input")
+        if not body.get("model"):
+            return self._error(400, "you must provide a model parameter")
+        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            return self._error(400, "'input' : input must be a string or an array of strings")
+        dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        data = []
+        for i, text in enumerate(inputs):
+            vector = embedding_of(text if isinstance(text, str) else " ".join(map(str, text)), dimensions)
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        tokens = sum(_words(t) if isinstance(t, str) else len(t) for t in inputs)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return web.json_response(
+            {"object": "list", "data": data, "model": self.model or body["model"], "usage": usage}
+        )
 
     def _openai_json(self, answer: _Answer) -> bytes:
         key = ("openai-json", answer.text, answer.finish, answer.tool)

@@ -331,6 +331,22 @@ class Access:
             raise await self._refusal(meters, admission.values, admission.refused, now)
         return Reservation(tuple(counters), estimate)
 
+    async def charge(self, principal: Principal, cost_usd: float) -> None:
+        """Add a cost that had no reservation to every budget of the key, as spent and settled: an
+        embeddings call, whose cost is tiny and known only once made."""
+        now = self._clock()
+        today, this_month = self._budget_periods(now)
+        counters: list[Counter] = []
+        for scope in principal.scopes:
+            base = f"{scope.kind}:{scope.name}"
+            for period, limit in ((today, scope.budget.daily_usd), (this_month, scope.budget.monthly_usd)):
+                if limit is not None:
+                    key = _budget_key(base, period)
+                    counters.append(Counter(key, cost_usd, limit, period.ttl_s(now)))
+                    counters.append(Counter(key + _SETTLED, cost_usd, limit, period.ttl_s(now)))
+        if counters and cost_usd:
+            await self.state.adjust(counters)
+
     async def settle(self, reservation: Reservation, cost_usd: float) -> None:
         """Replace the reservation by the request's real cost (and count that cost as settled spend)."""
         delta = cost_usd - reservation.estimate_usd

@@ -1,5 +1,5 @@
-"""The HTTP gateway: ``POST /v1/chat/completions``, ``POST /v1/feedback``, ``GET /v1/models``,
-``GET /healthz``.
+"""The HTTP gateway: ``POST /v1/chat/completions``, ``/v1/messages`` (Anthropic), ``/v1/responses``,
+``/v1/embeddings``, ``POST /v1/feedback``, ``GET /v1/models``, ``GET /healthz``.
 
 Thin by design: parse the body, hand it to the Router, serialize what comes back. Routing, retries
 and logging all live below; this module only knows HTTP.
@@ -13,7 +13,8 @@ import gc
 import logging
 import time
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -21,16 +22,16 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from ..access import Principal
 from ..errors import ProviderError, RequestError, TierwiseError
-from ..router import Router
+from ..providers.base import Chunk
+from ..router import RoutedStream, Router
 from ..validation import validate_feedback_body
-from . import admin, auth
+from . import admin, anthropic_inbound, auth, responses_inbound
 from .dashboard import add_dashboard
 from .responses import (
     SSE_DONE,
     SSE_HEADERS,
     error_response,
     json_response,
-    sse_error,
     sse_error_event,
     sse_frame,
     tierwise_headers,
@@ -134,15 +135,49 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         decision=routed.decision,
         request_id=routed.request_id,
         cost_usd=routed.cost_usd,
+        cache=routed.cache,
     )
     return json_response(routed.response, headers=headers)
 
 
+class Frames(Protocol):
+    """How one client shape writes a routed stream: its chunks, its end, and the error event that
+    ends it instead when it broke (``message``) after content was sent."""
+
+    def chunk(self, chunk: Chunk) -> bytes: ...
+
+    def error(self, message: str, *, status: int) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+class _ChatFrames:
+    """``chat.completion.chunk`` data events, ``[DONE]`` at the end."""
+
+    def __init__(self, stream: RoutedStream) -> None:
+        self._stream = stream
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        return sse_frame(chunk.raw if chunk.raw is not None else orjson.dumps(chunk.data))
+
+    def error(self, message: str, *, status: int) -> bytes:
+        return sse_error_event(message, type="server_error" if status == 503 else "upstream_error")
+
+    def end(self) -> bytes:
+        # The cost is known only now; SSE comments are ignored by clients but visible to curl users.
+        return f": x-tierwise-cost-usd {self._stream.cost_usd:.8f}\n\n".encode() + SSE_DONE
+
+
 async def _stream(
-    request: web.Request, router: Router, body: dict, caller: Principal | None
+    request: web.Request,
+    router: Router,
+    body: dict,
+    caller: Principal | None,
+    frames_for: Callable[[RoutedStream], Frames] = _ChatFrames,
 ) -> web.StreamResponse:
     # Errors before the first content chunk are ordinary JSON errors: nothing has been sent yet.
     stream = await router.route_stream(body, headers=request.headers, principal=caller)
+    frames = frames_for(stream)
     response = web.StreamResponse(
         headers={
             **SSE_HEADERS,
@@ -152,6 +187,7 @@ async def _stream(
                 decision=stream.decision,
                 request_id=stream.request_id,
                 cost_usd=None,
+                cache=stream.cache,
             ),
         }
     )
@@ -163,9 +199,13 @@ async def _stream(
     try:
         await response.prepare(request)
         async for chunk in iterator:
-            await response.write(sse_frame(chunk.raw if chunk.raw is not None else orjson.dumps(chunk.data)))
+            frame = frames.chunk(chunk)
+            if frame:
+                await response.write(frame)
     except ProviderError as exc:
-        await response.write(sse_error(exc))  # explicit error event, and no [DONE]
+        # An explicit error event, and no clean end.
+        message = f"upstream stream interrupted after content was sent: {exc.message}"
+        await response.write(frames.error(message, status=502))
         await response.write_eof()
         return response
     except asyncio.CancelledError:
@@ -175,7 +215,7 @@ async def _stream(
         # Cut by a stop that did not wait for it: the client hears so, rather than a silent truncation.
         await iterator.aclose()  # type: ignore[attr-defined]
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await response.write(sse_error_event(_CUT_BY_STOP, type="server_error"))
+            await response.write(frames.error(_CUT_BY_STOP, status=503))
             await response.write_eof()
         return response
     except ConnectionResetError:
@@ -183,10 +223,96 @@ async def _stream(
         raise
     finally:
         streams.discard(task)
-    # The cost is known only now; SSE comments are ignored by clients but visible to curl users.
-    await response.write(f": x-tierwise-cost-usd {stream.cost_usd:.8f}\n\n".encode() + SSE_DONE)
+    await response.write(frames.end())
     await response.write_eof()
     return response
+
+
+class _MessageFrames:
+    """Anthropic's Messages events; an ``error`` event instead of ``message_stop`` when broken."""
+
+    def __init__(self, stream: RoutedStream) -> None:
+        self._events = anthropic_inbound.MessageStream(stream)
+        self._stream = stream
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        return self._events.chunk(chunk)
+
+    def error(self, message: str, *, status: int) -> bytes:
+        return anthropic_inbound.error_event(message, status=status)
+
+    def end(self) -> bytes:
+        return self._events.end() + f": x-tierwise-cost-usd {self._stream.cost_usd:.8f}\n\n".encode()
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """Anthropic's ``POST /v1/messages``, translated to the canonical chat request and back."""
+    router = request.app[ROUTER_KEY]
+    try:
+        caller = await auth.principal(router, request.headers)
+        raw = await _read_json(request, router.config.server.max_body_bytes)
+        body = anthropic_inbound.to_chat_body(raw, router.config.server)
+        if body.get("stream"):
+            return await _stream(request, router, body, caller, _MessageFrames)
+        routed = await router.route(body, headers=request.headers, principal=caller)
+    except TierwiseError as exc:
+        return anthropic_inbound.anthropic_error_response(exc)
+    headers = tierwise_headers(
+        model=routed.model,
+        tier=routed.tier,
+        decision=routed.decision,
+        request_id=routed.request_id,
+        cost_usd=routed.cost_usd,
+        cache=routed.cache,
+    )
+    return json_response(
+        anthropic_inbound.to_message(routed.response, request_id=routed.request_id), headers=headers
+    )
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    """OpenAI's ``POST /v1/responses`` (stateless), translated to the canonical chat request and back."""
+    router = request.app[ROUTER_KEY]
+    try:
+        caller = await auth.principal(router, request.headers)
+        raw = await _read_json(request, router.config.server.max_body_bytes)
+        body = responses_inbound.to_chat_body(raw, router.config.server)
+        assert isinstance(raw, dict)  # to_chat_body refuses anything else
+        if body.get("stream"):
+            return await _stream(
+                request, router, body, caller, lambda stream: responses_inbound.ResponseEvents(raw, stream)
+            )
+        routed = await router.route(body, headers=request.headers, principal=caller)
+    except TierwiseError as exc:
+        return error_response(exc)
+    headers = tierwise_headers(
+        model=routed.model,
+        tier=routed.tier,
+        decision=routed.decision,
+        request_id=routed.request_id,
+        cost_usd=routed.cost_usd,
+        cache=routed.cache,
+    )
+    shell = responses_inbound.ResponseShell(raw, routed.request_id)
+    return json_response(shell.from_completion(routed.response), headers=headers)
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    """``POST /v1/embeddings``: forwarded to a configured embedding model (not routed), costed, logged."""
+    router = request.app[ROUTER_KEY]
+    caller = await auth.principal(router, request.headers)
+    body = await _read_json(request, router.config.server.max_body_bytes)
+    if not isinstance(body, dict):
+        raise RequestError("request body: must be a JSON object")
+    embedded = await router.aembed(body, principal=caller)
+    headers = tierwise_headers(
+        model=embedded.model,
+        tier=embedded.decision.tier,
+        decision=embedded.decision,
+        request_id=embedded.request_id,
+        cost_usd=embedded.cost_usd,
+    )
+    return json_response(embedded.response, headers=headers)
 
 
 _CUT_BY_STOP = "the gateway stopped before this stream was complete; retry the request"
@@ -218,6 +344,8 @@ async def feedback(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     router = request.app[ROUTER_KEY]
     created = request.app[CREATED_KEY]
+    if "anthropic-version" in request.headers:  # the anthropic SDK: its list shape
+        return _anthropic_models(router, created)
     data = [
         {
             "id": "auto",
@@ -247,6 +375,13 @@ async def list_models(request: web.Request) -> web.Response:
             }
         )
     return json_response({"object": "list", "data": data})
+
+
+def _anthropic_models(router: Router, created: int) -> web.Response:
+    names = ["auto", *router.config.tiers, *(model.name for model in router.config.models)]
+    stamp = anthropic_inbound.created_at(created)
+    data = [{"type": "model", "id": name, "display_name": name, "created_at": stamp} for name in names]
+    return json_response({"data": data, "has_more": False, "first_id": names[0], "last_id": names[-1]})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -339,6 +474,9 @@ def create_app(
     app.on_cleanup.append(on_cleanup)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/feedback", feedback)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)

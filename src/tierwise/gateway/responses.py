@@ -12,7 +12,6 @@ from ..errors import (
     AccessDenied,
     BudgetExceeded,
     ChainExhausted,
-    ProviderError,
     RateLimited,
     RequestError,
     StateUnavailable,
@@ -31,7 +30,13 @@ def _header_safe(text: str, limit: int = 300) -> str:
 
 
 def tierwise_headers(
-    *, model: str, tier: str, decision: Decision, request_id: str, cost_usd: float | None
+    *,
+    model: str,
+    tier: str,
+    decision: Decision,
+    request_id: str,
+    cost_usd: float | None,
+    cache: str | None = None,
 ) -> dict[str, str]:
     headers = {
         "x-tierwise-model": model,
@@ -44,6 +49,9 @@ def tierwise_headers(
         headers["x-tierwise-cost-usd"] = f"{cost_usd:.8f}"
     if decision.arm is not None:  # policy.canary: which arm's policy served it
         headers["x-tierwise-canary-arm"] = decision.arm
+    if cache is not None:  # answered from the response cache, at $0
+        headers["x-tierwise-cache"] = "hit"
+        headers["x-tierwise-cache-kind"] = cache
     return headers
 
 
@@ -103,16 +111,11 @@ def _retry_after(seconds: float | None) -> dict[str, str]:
     return {} if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
-def sse_error(exc: ProviderError) -> bytes:
-    """The event that ends a stream that broke after content was sent (no [DONE] follows).
+def sse_error_event(message: str, *, type: str = "upstream_error") -> bytes:
+    """A ``stream_interrupted`` error event: what ends a stream that cannot end with [DONE].
 
     The ``openai`` SDKs raise an APIError when a data event carries an ``error`` object.
     """
-    return sse_error_event(f"upstream stream interrupted after content was sent: {exc.message}")
-
-
-def sse_error_event(message: str, *, type: str = "upstream_error") -> bytes:
-    """A ``stream_interrupted`` error event: what ends a stream that cannot end with [DONE]."""
     payload = {"error": {"message": message, "type": type, "param": None, "code": "stream_interrupted"}}
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 

@@ -32,6 +32,7 @@ class Attempt:
     # "answer", "judge" (a cascade's review model), "sample" (agreement), "classifier"
     purpose: str = "answer"
     verified: bool = False  # an answer the cascade's verifiers checked and accepted
+    template: str | None = None  # the model's prompt template id (models[].template), if it has one
 
 
 @dataclass(slots=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..config import ModelEntry, ProviderConfig
+from ..templates import apply_template
 
 
 @dataclass(slots=True)
@@ -23,11 +24,17 @@ class Usage:
 @dataclass(frozen=True, slots=True)
 class UpstreamCall:
     """One attempt at one model. ``body`` is the client's OpenAI request body (already cleaned of
-    tierwise-only keys); the adapter sets the upstream model id and never mutates ``body``."""
+    tierwise-only keys), rewritten here by the model's prompt template (``models[].template``) so that
+    every adapter sends the same rewrite; the adapter sets the upstream model id and never mutates
+    ``body``."""
 
     model: ModelEntry
     body: dict[str, Any]
     request_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.model.template is not None:
+            object.__setattr__(self, "body", apply_template(self.model.template, self.body))
 
 
 @dataclass(slots=True)
@@ -59,6 +66,13 @@ class Provider(Protocol):
     def stream(self, call: UpstreamCall) -> AsyncIterator[Chunk]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A provider that can also embed (``POST /v1/embeddings``): the OpenAI-compatible one."""
+
+    async def embed(self, call: UpstreamCall) -> Completion: ...
 
 
 class ProviderFactory(Protocol):

@@ -43,9 +43,18 @@ class OpenAIProvider:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         headers.update(config.headers)
+        base = (config.base_url or "").rstrip("/")
         self._upstream = Upstream(
             provider=name,
-            url=(config.base_url or "").rstrip("/") + "/chat/completions",
+            url=base + "/chat/completions",
+            headers=headers,
+            timeouts=config.timeouts,
+            http=http,
+            secret=key,
+        )
+        self._embeddings = Upstream(
+            provider=name,
+            url=base + "/embeddings",
             headers=headers,
             timeouts=config.timeouts,
             http=http,
@@ -60,6 +69,16 @@ class OpenAIProvider:
         doc = await self._upstream.post_json(call.model.name, body)
         if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
             raise self._upstream.body_error(call.model.name, doc)
+        return Completion(body=doc, usage=_usage(doc.get("usage")) or Usage())
+
+    async def embed(self, call: UpstreamCall) -> Completion:
+        """``POST {base_url}/embeddings`` with the client's body (its ``input``, ``dimensions``,
+        ``encoding_format``) and the upstream model id; the answer passes through unchanged."""
+        body = dict(call.body)
+        body["model"] = call.model.upstream
+        doc = await self._embeddings.post_json(call.model.name, body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+            raise self._embeddings.body_error(call.model.name, doc)
         return Completion(body=doc, usage=_usage(doc.get("usage")) or Usage())
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[Chunk]:
