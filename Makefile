@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8765
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench figures install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
+
+# Re-runs every `tierwise eval` the README quotes and fails if one figure differs by a digit
+# (scripts/figures.py). The learned router's two MMLU cross-validations take about 25 minutes each and
+# are skipped: `make figures FIGURES_FLAGS=--all` runs them too.
+figures: $(STAMP)
+	nice $(PY) scripts/figures.py $(FIGURES_FLAGS)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -15,7 +15,7 @@ from tierwise.embeddings import StaticEmbeddings, load_wordllama
 from tierwise.evals.cascade import replay_cascade
 from tierwise.evals.datasets import load_dataset
 from tierwise.evals.fleet import fleet_from_config
-from tierwise.evals.learned import LearnedPolicy
+from tierwise.evals.learned import SWEEP_POINTS, LearnedPolicy
 from tierwise.evals.replay import matrices
 from tierwise.policy.engine import PolicyEngine
 
@@ -61,6 +61,8 @@ def test_many_models_report_a_threshold_sweep_against_the_zero_router(embedder: 
     assert costs == sorted(costs) and costs[0] < costs[-1]
     # The 15 models' picks span more than the ends of the fleet.
     assert len(np.unique(routing.choice)) >= 2
+    # The sweep is the policy's curve: as many thresholds on every fold, so folds pool point by point.
+    assert routing.sweep is not None and len(routing.sweep) == SWEEP_POINTS + 2
 
 
 def test_cli_train_then_eval_learned(tmp_path: Path) -> None:
@@ -109,12 +111,12 @@ def test_cli_train_then_eval_learned(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     learned = report["policies"]["learned"]
-    assert learned["folds"] == 3 and learned["apgr"] is not None
-    pooled = learned["pooled"]
-    assert pooled["prompts"] == 72 and len(pooled["folds"]) == 3
-    low, high = pooled["ci95"]["apgr"]
-    assert low <= pooled["apgr"] <= high
-    assert "learned pooled over 72 test prompts" in result.stdout
+    assert learned["folds"] == 3 and learned["metrics_over"].startswith("pooled")
+    assert len(learned["per_fold"]) == 3 and all("family" in f["details"] for f in learned["per_fold"])
+    low, high = learned["ci95"]["apgr"]
+    assert low <= learned["apgr"] <= high
+    assert "pooled" not in learned  # one figure per metric
+    assert "every figure pooled over the out-of-fold prompts" in result.stdout
 
 
 def test_train_data_flag_and_subject_split(tmp_path: Path) -> None:
@@ -198,8 +200,8 @@ def test_hybrid_gsm8k_regression(tmp_path: Path) -> None:
         str(out),
     )
     assert result.returncode == 0, result.stderr
-    pooled = json.loads((out / "report.json").read_text())["policies"]["learned"]["pooled"]
-    assert pooled["prompts"] == 1307
+    pooled = json.loads((out / "report.json").read_text())["policies"]["learned"]
+    assert pooled["metrics_over"].startswith("pooled")
     assert pooled["apgr"] == pytest.approx(0.769, abs=2e-3)
     assert pooled["cpt_50"] == pytest.approx(20.48, abs=0.1)
     assert pooled["ci95"]["apgr"] == pytest.approx([0.722, 0.821], abs=3e-3)
@@ -207,7 +209,7 @@ def test_hybrid_gsm8k_regression(tmp_path: Path) -> None:
     # GPT-4's quality, as the hybrid; on the test prompts it keeps 95.7% for 45% of GPT-4's cost.
     assert pooled["quality"] == pytest.approx(0.821, abs=2e-3)
     assert pooled["cost_per_1k_usd"] == pytest.approx(1.946, abs=0.01)
-    assert all(fold["calibration_of"]["datasets"] == ["routellm-gsm8k"] for fold in pooled["folds"])
+    assert all(f["details"]["calibration_of"]["datasets"] == ["routellm-gsm8k"] for f in pooled["per_fold"])
 
 
 def test_train_with_a_cascade_config_calibrates_the_hybrid(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ cross-validation on those training rows only (``tierwise.train``).
 On a two-model fleet the policy is a *score* policy (RouteLLM's sweep): the score is the predicted gap
 between the strongest and the cheapest model, squashed so that 0.5 is the calibrated threshold of the
 target (default: 95% of always-strongest quality) — so the report's operating point is the one the
-gateway would run. On a larger fleet it is a *choice* policy at that threshold, and ``details`` carries
-its whole threshold sweep (cost, quality), with its AIQ, the cost at always-strongest quality, and the
-same for RouterBench's zero router (the hull of the single models) for comparison.
+gateway would run. On a larger fleet it is a *choice* policy at that threshold whose curve is its
+threshold sweep (``Routing.sweep``: the table's AIQ and savings, the plot, and with ``--cv`` the sweep
+pooled point by point over folds); each fold's ``details`` keeps that fold's sweep, its AIQ and the
+zero router's (``baselines.py`` reports the zero router itself).
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ from ..config import load_config
 from ..embeddings import StaticEmbeddings, load_wordllama
 from ..features import extract_features
 from ..policy.learned import Calibration, encode, gap_scores, make_scorer, route_many, threshold_for
-from ..train import CANDIDATES, DEFAULT_TARGET, FleetModel, Trained, pair_metrics, text_of, train_router
+from ..train import CANDIDATES, DEFAULT_TARGET, FleetModel, Trained, text_of, train_router
 from . import metrics
 from .curves import nondecreasing_convex_hull
 from .fleet import EvalFleet, default_fleet, fleet_from_config
 from .hybrid import hybrid_routing, recalibrate_for_hybrid
 from .records import EvalDataset
-from .replay import Matrices, matrices
+from .replay import Matrices
 from .routing import Routing
-from .run import cascade_summary, summarise
+from .run import cascade_summary
 
 # A gap 0.05 above the threshold scores ~0.73: steep enough to read, strictly monotone (no ties).
 _SQUASH = 0.05
@@ -148,9 +149,17 @@ class LearnedPolicy:
             self.runs.append({"ids": [p.id for p in dataset.prompts], "scores": scores, "details": details})
             return Routing(scores=scores, version=f"learned-{meta['family']}", details=details)
         chosen = np.asarray(by_price)[route_many(ranked, reference, threshold)]
-        details["sweep"] = _sweep(ranked, by_price, reference, data, fleet)
+        choices = sweep_choices(ranked, by_price, reference)
+        details["sweep"] = _sweep(choices, data, fleet)
         self.runs.append({"ids": [p.id for p in dataset.prompts], "choice": chosen, "details": details})
-        return Routing(choice=chosen, version=f"learned-{meta['family']}", details=details)
+        # The threshold sweep is the policy's curve (table, plot, pooled over folds point by point).
+        zeros = np.zeros(len(chosen))
+        return Routing(
+            choice=chosen,
+            version=f"learned-{meta['family']}",
+            details=details,
+            sweep=[(c, zeros) for c in choices],
+        )
 
     def _hybrid(
         self,
@@ -195,20 +204,23 @@ def _price(fleet: EvalFleet, j: int) -> float:
     return fleet.models[j].price.input_per_mtok + fleet.models[j].price.output_per_mtok
 
 
-def _sweep(
-    ranked: np.ndarray, by_price: list[int], reference: int, data: Matrices, fleet: EvalFleet
-) -> dict[str, Any]:
-    """The N-model router's cost–quality curve over thresholds, its AIQ and cost at strongest quality,
-    and the same for the zero router (mixtures of single models)."""
-    rows = np.arange(len(data))
+SWEEP_POINTS = 101  # thresholds at the gaps' quantiles: the same count on every fold, so folds pool
+
+
+def sweep_choices(ranked: np.ndarray, by_price: list[int], reference: int) -> list[np.ndarray]:
+    """The N-model router's choices (fleet indices) at each threshold of its sweep, cheapest end first."""
     gaps = ranked[:, reference : reference + 1] - ranked
-    grid = np.unique(np.r_[gaps.min() - 1e-6, np.quantile(gaps, np.linspace(0, 1, 101)), gaps.max()])
+    grid = np.r_[gaps.min() - 1e-6, np.quantile(gaps, np.linspace(0, 1, SWEEP_POINTS)), gaps.max()]
+    return [np.asarray(by_price)[route_many(ranked, reference, float(t))] for t in grid]
+
+
+def _sweep(choices: list[np.ndarray], data: Matrices, fleet: EvalFleet) -> dict[str, Any]:
+    """The N-model router's cost–quality curve over thresholds, its AIQ and cost at strongest quality,
+    and the same for the zero router (mixtures of single models), on one fold's test prompts."""
+    rows = np.arange(len(data))
     scored = np.nan_to_num(data.scores, nan=0.0)
-    costs, quals = [], []
-    for t in grid:
-        chosen = np.asarray(by_price)[route_many(ranked, reference, float(t))]
-        costs.append(float(data.costs[rows, chosen].mean()))
-        quals.append(float(scored[rows, chosen].mean()))
+    costs = [float(data.costs[rows, chosen].mean()) for chosen in choices]
+    quals = [float(scored[rows, chosen].mean()) for chosen in choices]
     strongest = fleet.strongest
     c_max = float(data.costs[:, strongest].mean())
     c_min = float(data.costs[:, fleet.cheapest].mean())
@@ -236,74 +248,6 @@ def _sweep(
             "cost_at_strongest_quality": safe(metrics.cost_at_quality(single_c, single_q, top)),
         },
     }
-
-
-def pooled_report(
-    policy: LearnedPolicy, dataset: EvalDataset, fleet: EvalFleet, *, n_boot: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """Every test fold's predictions pooled: APGR and CPT(50%) (two models) or quality and cost (more),
-    with 95% bootstrap intervals over prompts, and what each fold's training chose.
-
-    ``tierwise eval --cv`` reports the mean over folds without intervals; this adds them.
-    """
-    index = {p.id: i for i, p in enumerate(dataset.prompts)}
-    rows = np.array([index[i] for run in policy.runs for i in run["ids"]], dtype=np.int64)
-    data = matrices(dataset.subset(list(rows)), fleet)
-    weak, strong = data.scores[:, fleet.cheapest], data.scores[:, fleet.strongest]
-    out: dict[str, Any] = {"prompts": len(rows), "bootstrap": n_boot, "seed": seed}
-    # The hybrid: point k of the pooled curve pools each fold's point k.
-    if all("sweep" in run for run in policy.runs):
-        pooled = Routing(
-            choice=np.concatenate([run["choice"] for run in policy.runs]),
-            extra_cost=np.concatenate([run["extra_cost"] for run in policy.runs]),
-            sweep=[
-                (np.concatenate([c for c, _ in points]), np.concatenate([e for _, e in points]))
-                for points in zip(*(run["sweep"] for run in policy.runs), strict=True)
-            ],
-        )
-        summary = summarise(pooled, fleet, data, n_boot=n_boot, seed=seed)
-        keys = ("apgr", "cpt_50", "quality", "cost_per_1k_usd", "strong_share")
-        out.update({k: summary[k] for k in keys})
-        ci = summary.get("ci95", {})
-        if ci:
-            out["ci95"] = {k: v for k, v in ci.items() if k in ("apgr", "cpt_50", "quality")}
-            out["ci95"]["cost_per_1k_usd"] = [v * 1000 for v in ci["cost_usd"]]
-    elif all("scores" in run for run in policy.runs):
-        scores = np.concatenate([run["scores"] for run in policy.runs])
-        out["apgr"], out["cpt_50"] = pair_metrics(scores, weak, strong)
-        if n_boot:
-            out["ci95"] = {
-                key: list(
-                    metrics.bootstrap_ci(
-                        lambda i, k=k: pair_metrics(scores[i], weak[i], strong[i])[k],
-                        len(rows),
-                        n_boot=n_boot,
-                        seed=seed,
-                    )
-                )
-                for k, key in enumerate(("apgr", "cpt_50"))
-            }
-    else:
-        choice = np.concatenate([run["choice"] for run in policy.runs])
-        picked = np.nan_to_num(data.scores[np.arange(len(rows)), choice], nan=0.0)
-        costs = data.costs[np.arange(len(rows)), choice]
-        out["quality"], out["cost_per_1k_usd"] = float(picked.mean()), float(costs.mean() * 1000)
-        out["strong_share"] = float(np.mean(choice == fleet.strongest))
-        if n_boot:
-            out["ci95"] = {
-                "quality": list(
-                    metrics.bootstrap_ci(
-                        lambda i: float(picked[i].mean()), len(rows), n_boot=n_boot, seed=seed
-                    )
-                ),
-                "cost_per_1k_usd": list(
-                    metrics.bootstrap_ci(
-                        lambda i: float(costs[i].mean() * 1000), len(rows), n_boot=n_boot, seed=seed
-                    )
-                ),
-            }
-    out["folds"] = [run["details"] for run in policy.runs]
-    return out
 
 
 def make_learned_policy(spec: str, dataset: EvalDataset, *, seed: int = 0, **kwargs: Any) -> LearnedPolicy:

@@ -36,9 +36,13 @@ def table_rows(report: EvalReport) -> list[list[str]]:
     rows = []
     for name, metrics in report.policies.items():
         row = [name] + [_cell(metrics.get(key), fmt) for key, _, fmt in COLUMNS]
-        ci = (metrics.get("ci95") or {}).get("apgr")
-        if ci is not None:
-            row[4] += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+        ci = metrics.get("ci95") or {}
+        if ci.get("apgr") is not None:  # three decimals, as the README quotes them
+            row[4] += f" [{ci['apgr'][0]:.3f}, {ci['apgr'][1]:.3f}]"
+        if ci.get("cpt_50") is not None:
+            row[5] += f" [{ci['cpt_50'][0]:.1f}, {ci['cpt_50'][1]:.1f}]"
+        if ci.get("aiq") is not None:
+            row[7] += f" [{ci['aiq'][0]:.3f}, {ci['aiq'][1]:.3f}]"
         rows.append(row)
     return rows
 
@@ -49,6 +53,11 @@ def render_table(report: EvalReport) -> str:
     title = (
         f"{d.name}: {len(d)} prompts ({d.removed} contaminated removed), "
         f"split {report.meta.get('split', 'none')}, seed {report.meta.get('seed')}"
+        + (
+            "; every figure pooled over the out-of-fold prompts"
+            if report.meta.get("split", "none") != "none"
+            else ""
+        )
     )
     headers = ["policy"] + [label for _, label, _ in COLUMNS]
     rows = table_rows(report)
@@ -65,7 +74,7 @@ def render_table(report: EvalReport) -> str:
         table.add_column(header, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
-    console = Console(width=160, record=True)
+    console = Console(width=190, record=True)
     with console.capture() as capture:
         console.print(table)
     return capture.get()
@@ -96,6 +105,7 @@ def write_plot(report: EvalReport, path: Path) -> str | None:
         "always-strongest": ("red", "s"),
         "random": ("tab:orange", "."),
         "oracle": ("tab:green", "x"),
+        "zero-router": ("tab:purple", "d"),
     }
     for name, metrics in report.policies.items():
         color, marker = styles.get(name, (None, "o"))
@@ -116,7 +126,8 @@ def write_plot(report: EvalReport, path: Path) -> str | None:
             zorder=5,
             edgecolors="black",
         )
-        if share_curve:
+        # The zero router mixes single models by cost: on the strong-share axis it has no curve.
+        if share_curve and name != "zero-router":
             by_share.plot(
                 [s * 100 for s, _ in share_curve],
                 [q for _, q in share_curve],
@@ -145,8 +156,9 @@ def write_plot(report: EvalReport, path: Path) -> str | None:
     by_share.set_xlabel("calls to the strongest model (%)")
     by_cost.set_title("cost vs quality (big dots: operating points)")
     by_share.set_title("strong-call share vs quality")
-    if by_share.get_legend_handles_labels()[0]:  # a cross-validated report has no share curves to label
-        by_share.legend(loc="lower right", fontsize=8)
+    for axis in (by_cost, by_share):
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="lower right", fontsize=8)
     d = report.dataset
     fig.suptitle(f"tierwise eval — {d.name}, {len(d)} prompts")
     fig.tight_layout()

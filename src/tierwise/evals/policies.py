@@ -30,6 +30,7 @@ from .records import EvalDataset
 from .replay import Matrices, replay_rules
 from .routing import EvalPolicy, Routing
 from .run import cascade_summary
+from .utility import make_utility_policy
 
 BUILTIN = ("rules", "random", "oracle", "always-cheapest", "always-strongest")
 
@@ -100,6 +101,8 @@ def make_policy(
         return baseline(spec, default or default_fleet(dataset), seed=seed)
     if spec == "learned" or spec.startswith("learned:"):  # learned[:CONFIG]
         return make_learned_policy(spec, dataset, seed=seed)
+    if spec == "utility" or spec.startswith("utility:"):  # utility[:CONFIG]: quality − λ·cost
+        return make_utility_policy(spec, dataset, seed=seed)
     path = Path(spec)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return RulesPolicy(path.stem, path)

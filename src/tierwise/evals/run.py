@@ -21,11 +21,12 @@ import numpy as np
 
 from .._version import __version__
 from . import metrics
-from .baselines import BASELINES, baseline
+from .baselines import BASELINES, ZERO_ROUTER, baseline, baselines_for
 from .cascade import CascadeReplay
 from .curves import (
     DECILE_PCTS,
     expected_random_curve,
+    nondecreasing_convex_hull,
     oracle_binary_curve,
     oracle_frontier,
     oracle_graded_curve,
@@ -258,6 +259,19 @@ def _bootstrap(
         x, y = sweep_curve(i, w, s)
         return metrics.cpt(x, y, weak_quality=w, strong_quality=s, recovered=0.5) if s != w else math.nan
 
+    def aiq_of(i: np.ndarray) -> float:
+        """AIQ of a swept curve on the resampled prompts, between its two ends' costs."""
+        low, high = float(data.costs[i, ctx.weak].mean()), float(data.costs[i, ctx.strong].mean())
+        xs, ys = [low], [_nanmean(weak_scores[i])]
+        for choice, extra in routing.sweep or ():
+            served = choice[i] >= 0
+            picked = np.where(served, choice[i], 0)
+            xs.append(float((np.where(served, data.costs[i, picked], 0.0) + extra[i]).mean()))
+            ys.append(_nanmean(np.where(served, data.scores[i, picked], 0.0)))
+        xs.append(high)
+        ys.append(_nanmean(strong_scores[i]))
+        return metrics.aiq(xs, ys, c_min=low, c_max=high) if high > low else math.nan
+
     def apgr_of(i: np.ndarray) -> float:
         w, s = _nanmean(weak_scores[i]), _nanmean(strong_scores[i])
         if s == w:
@@ -289,6 +303,8 @@ def _bootstrap(
         if routing.sweep:
             with contextlib.suppress(ValueError):
                 out["cpt_50"] = metrics.bootstrap_ci(cpt50_of, len(data), n_boot=n_boot, seed=seed)
+            with contextlib.suppress(ValueError):
+                out["aiq"] = metrics.bootstrap_ci(aiq_of, len(data), n_boot=n_boot, seed=seed)
     return {k: [float(v[0]), float(v[1])] for k, v in out.items()}
 
 
@@ -390,10 +406,14 @@ def evaluate(
     """
     started = time.perf_counter()
     names = [p.name for p in policies]
-    everything = list(policies) + [baseline(b, fleet, seed=seed) for b in BASELINES if b not in names]
+    everything = list(policies) + [
+        baseline(b, fleet, seed=seed) for b in baselines_for(fleet) if b not in names
+    ]
     report = EvalReport(dataset, fleet, meta={"seed": seed, "bootstrap": n_boot, "split": split})
     fold_sets = folds or [(np.arange(0), np.arange(len(dataset)))]
     per_fold: dict[str, list[dict[str, Any]]] = {p.name: [] for p in everything}
+    routings: dict[str, list[tuple[np.ndarray, Routing]]] = {p.name: [] for p in everything}
+    fleets: dict[str, EvalFleet] = {}
     versions: dict[str, str] = {}
     for k, (train_idx, test_idx) in enumerate(fold_sets):
         test = dataset.subset(list(test_idx))
@@ -412,6 +432,8 @@ def evaluate(
                 summary["ci95"] = _bootstrap(
                     ev, ctx, n_boot=n_boot, seed=seed, oracle=policy.name == "oracle"
                 )
+            if policy.name == ZERO_ROUTER:
+                _cost_axis_only(summary)
             if ev.routing.details:
                 summary["details"] = ev.routing.details
             if ev.routing.version:
@@ -423,32 +445,115 @@ def evaluate(
                     metrics.apgr(x, y, weak_quality=w, strong_quality=s) if s != w else None
                 )
             per_fold[policy.name].append(summary)
+            routings[policy.name].append((np.asarray(test_idx), ev.routing))
+            fleets[policy.name] = own
             if progress:
                 progress(f"fold {k + 1}/{len(fold_sets)}: {policy.name}")
     for name, runs in per_fold.items():
-        report.policies[name] = runs[0] if len(runs) == 1 else _average(runs)
+        if len(runs) == 1:
+            report.policies[name] = runs[0]
+        else:
+            rows = np.concatenate([idx for idx, _ in routings[name]])
+            pooled_data = matrices(dataset.subset(list(rows)), fleets[name])
+            report.policies[name] = _pooled(
+                name,
+                [r for _, r in routings[name]],
+                runs,
+                fleets[name],
+                pooled_data,
+                n_boot=n_boot,
+                seed=seed,
+            )
         if name in versions:
             report.policies[name]["policy_version"] = versions[name]
     report.meta["elapsed_s"] = round(time.perf_counter() - started, 3)
     return report
 
 
-def steps(n_policies: int, folds: list[Split] | None) -> int:
-    """How many times ``evaluate`` calls ``progress``: every policy and baseline, on every fold."""
-    return (n_policies + len(BASELINES)) * (len(folds) if folds else 1)
+def steps(n_policies: int, folds: list[Split] | None, *, models: int = 2) -> int:
+    """How many times ``evaluate`` calls ``progress``: every policy and baseline (the zero router's
+    past two ``models``), on every fold."""
+    return (n_policies + len(BASELINES) + (models > 2)) * (len(folds) if folds else 1)
 
 
-def _average(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean of each scalar metric across folds, with its per-fold values and standard deviation."""
-    out: dict[str, Any] = {"folds": len(runs)}
-    for key, value in runs[0].items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            values = [r[key] for r in runs if r.get(key) is not None]
-            out[key] = float(np.mean(values)) if values else None
-            out[f"{key}_fold_std"] = float(np.std(values)) if len(values) > 1 else None
-        elif value is None:
-            values = [r[key] for r in runs if r.get(key) is not None]
-            out[key] = float(np.mean(values)) if values else None
-    out["curve"] = runs[0]["curve"]
-    out["per_fold"] = [{k: r[k] for k in ("quality", "cost_usd", "strong_share", "apgr")} for r in runs]
+# What a cross-validated report's top-level figures are computed over; the README quotes the same.
+POOLED = "pooled over the out-of-fold prompts of every test fold"
+
+
+def pool_routings(parts: list[Routing]) -> Routing:
+    """Each test fold's routing, concatenated in fold order (point k of a sweep pools each fold's point k)."""
+
+    def cat(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+        present = [a for a in arrays if a is not None]
+        return np.concatenate(present) if present and len(present) == len(arrays) else None
+
+    extra = None
+    if any(p.extra_cost is not None for p in parts):
+        extra = np.concatenate(
+            [p.extra_cost if p.extra_cost is not None else np.zeros(_size(p)) for p in parts]
+        )
+    sweep = None
+    if all(p.sweep for p in parts) and len({len(p.sweep or ()) for p in parts}) == 1:
+        sweep = [
+            (np.concatenate([c for c, _ in points]), np.concatenate([e for _, e in points]))
+            for points in zip(*(p.sweep or () for p in parts), strict=True)
+        ]
+    return Routing(
+        choice=cat([p.choice for p in parts]),
+        scores=cat([p.scores for p in parts]),
+        version=parts[0].version,
+        extra_cost=extra,
+        sweep=sweep,
+    )
+
+
+def _cost_axis_only(summary: dict[str, Any]) -> None:
+    """The zero router mixes models by cost: its curve is the single models' hull, and on the
+    strong-share axis (APGR, CPT) it has none."""
+    for key in ("apgr", "cpt_20", "cpt_50", "cpt_80", "pgr"):
+        summary[key] = None
+    summary["curve_strong_share"] = []
+    hull = nondecreasing_convex_hull([c for c, _ in summary["curve"]], [q for _, q in summary["curve"]])
+    summary["curve"] = [[float(c), float(q)] for c, q in zip(hull.cost, hull.quality, strict=True)]
+    for key in ("apgr", "cpt_50"):
+        summary.get("ci95", {}).pop(key, None)
+
+
+def _size(routing: Routing) -> int:
+    arr = routing.choice if routing.choice is not None else routing.scores
+    assert arr is not None
+    return len(arr)
+
+
+def _pooled(
+    name: str,
+    parts: list[Routing],
+    runs: list[dict[str, Any]],
+    fleet: EvalFleet,
+    data: Matrices,
+    *,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """One figure per metric for a cross-validated policy: every metric on the pooled out-of-fold
+    prompts (``POOLED``), with 95% intervals; each fold's own figures stay under ``per_fold``."""
+    ctx = _Context(fleet, data)
+    routing = pool_routings(parts)
+    point, curves = _curves(routing, ctx)
+    if name == "oracle":
+        curves = _oracle_curves(ctx, point)
+    ev = Evaluated(point, curves, routing)
+    out: dict[str, Any] = {"folds": len(runs), "metrics_over": POOLED, **_summary(ev, ctx)}
+    if n_boot:
+        out["ci95"] = _bootstrap(ev, ctx, n_boot=n_boot, seed=seed, oracle=name == "oracle")
+    if name == "random":
+        w, s = ctx.weak_point.quality, ctx.strong_point.quality
+        x, y = expected_random_curve(w, s, strong_pcts=DECILE_PCTS)
+        out["expected_apgr"] = metrics.apgr(x, y, weak_quality=w, strong_quality=s) if s != w else None
+    if name == ZERO_ROUTER:
+        _cost_axis_only(out)
+    keys = ("quality", "cost_usd", "strong_share", "apgr", "cpt_50", "aiq")
+    out["per_fold"] = [
+        {**{k: r.get(k) for k in keys}, **({"details": r["details"]} if "details" in r else {})} for r in runs
+    ]
     return out
