@@ -23,7 +23,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from ..access import Principal
 from ..errors import ProviderError, RequestError, TierwiseError
 from ..providers.base import Chunk
-from ..router import RoutedStream, Router
+from ..router import Routed, RoutedStream, Router
 from ..validation import validate_feedback_body
 from . import admin, anthropic_inbound, auth, responses_inbound
 from .dashboard import add_dashboard
@@ -117,6 +117,18 @@ async def _read_json(request: web.Request, limit: int) -> object:
         raise RequestError(f"request body: invalid JSON: {exc}") from None
 
 
+def _routed_headers(routed: Routed) -> dict[str, str]:
+    """The ``x-tierwise-*`` headers of a completed request, whatever shape its answer takes."""
+    return tierwise_headers(
+        model=routed.model,
+        tier=routed.tier,
+        decision=routed.decision,
+        request_id=routed.request_id,
+        cost_usd=routed.cost_usd,
+        cache=routed.cache,
+    )
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     router = request.app[ROUTER_KEY]
     try:
@@ -129,14 +141,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         routed = await router.route(body, headers=request.headers, principal=caller)
     except TierwiseError as exc:
         return error_response(exc)
-    headers = tierwise_headers(
-        model=routed.model,
-        tier=routed.tier,
-        decision=routed.decision,
-        request_id=routed.request_id,
-        cost_usd=routed.cost_usd,
-        cache=routed.cache,
-    )
+    headers = _routed_headers(routed)
     return json_response(routed.response, headers=headers)
 
 
@@ -257,14 +262,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         routed = await router.route(body, headers=request.headers, principal=caller)
     except TierwiseError as exc:
         return anthropic_inbound.anthropic_error_response(exc)
-    headers = tierwise_headers(
-        model=routed.model,
-        tier=routed.tier,
-        decision=routed.decision,
-        request_id=routed.request_id,
-        cost_usd=routed.cost_usd,
-        cache=routed.cache,
-    )
+    headers = _routed_headers(routed)
     return json_response(
         anthropic_inbound.to_message(routed.response, request_id=routed.request_id), headers=headers
     )
@@ -285,14 +283,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
         routed = await router.route(body, headers=request.headers, principal=caller)
     except TierwiseError as exc:
         return error_response(exc)
-    headers = tierwise_headers(
-        model=routed.model,
-        tier=routed.tier,
-        decision=routed.decision,
-        request_id=routed.request_id,
-        cost_usd=routed.cost_usd,
-        cache=routed.cache,
-    )
+    headers = _routed_headers(routed)
     shell = responses_inbound.ResponseShell(raw, routed.request_id)
     return json_response(shell.from_completion(routed.response), headers=headers)
 
