@@ -60,18 +60,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _route(args: argparse.Namespace) -> int:
     from .config import load_config
+    from .engines import load_engine
     from .features import extract_features, parse_hints
-    from .policy.engine import PolicyEngine
     from .providers.base import UpstreamCall
     from .validation import validate_chat_body
 
     config = load_config(args.config)
-    learned = None
-    if config.policy.learned is not None:
-        from .artefact import load_learned_router
-
-        learned = load_learned_router(config)
-    engine = PolicyEngine(config, learned=learned)
+    engine = load_engine(config)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise ConfigError("route: no prompt; give it as an argument or on standard input")

@@ -35,6 +35,7 @@ from .dispatch import Dispatcher
 from .embed import Embedded, validate_embeddings_body
 from .embed import forward as forward_embeddings
 from .embed import input_chars as embeddings_chars
+from .engines import load_engine
 from .errors import (
     AccessDenied,
     ChainExhausted,
@@ -190,12 +191,7 @@ class Router:
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
         self.config = config
-        learned = None
-        if config.policy.learned is not None:  # the artefact, numpy and embeddings load only when asked for
-            from .artefact import load_learned_router
-
-            learned = load_learned_router(config)
-        self.engine = PolicyEngine(config, learned=learned)
+        self.engine = load_engine(config)
         self.http = HttpPool()
         self.providers: dict[str, Provider] = (
             dict(providers)
@@ -228,12 +224,7 @@ class Router:
         self._arms: dict[str, tuple[PolicyEngine, Dispatcher]] = {}
         if config.policy.canary is not None:
             canary_config = config.model_copy(update={"policy": config.policy.canary.policy})
-            canary_learned = None
-            if canary_config.policy.learned is not None:
-                from .artefact import load_learned_router
-
-                canary_learned = load_learned_router(canary_config)
-            canary_engine = PolicyEngine(canary_config, learned=canary_learned)
+            canary_engine = load_engine(canary_config)
             self._arms = {
                 "stable": (self.engine, self.dispatcher),
                 "canary": (canary_engine, Dispatcher(canary_config, self.providers, self.state)),

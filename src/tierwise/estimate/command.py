@@ -84,8 +84,8 @@ def _progress(total: int) -> Iterator[Callable[[Any], None] | None]:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..engines import load_engine
     from ..errors import ConfigError
-    from ..policy.engine import PolicyEngine
     from .formats import is_ledger_url
     from .output import build_report, render, write_json, write_plot
     from .project import project
@@ -94,12 +94,7 @@ def run(args: argparse.Namespace) -> int:
     # on 2 cores (bench/estimate.py). A value the user set is kept.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     config = load_config(args.config)
-    learned = None
-    if config.policy.learned is not None:
-        from ..artefact import load_learned_router
-
-        learned = load_learned_router(config)
-    engine = PolicyEngine(config, learned=learned)
+    engine = load_engine(config)
     if args.sample and not args.judge:
         raise ConfigError("estimate: --sample needs --judge MODEL (a fleet model that compares answers)")
     if args.sample and args.max_spend is None:

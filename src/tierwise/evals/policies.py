@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..artefact import load_learned_router
 from ..config import load_config
+from ..engines import load_engine
 from ..policy.engine import PolicyEngine
 from .baselines import baseline
 from .cascade import replay_cascade
@@ -58,10 +58,7 @@ class RulesPolicy:
 
     def route(self, dataset: EvalDataset, data: Matrices) -> Routing:
         fleet = self.fleet(dataset)
-        learned = None
-        if fleet.config.policy.learned is not None:  # replay the whole hybrid, as the gateway runs it
-            learned = load_learned_router(fleet.config)
-        engine = PolicyEngine(fleet.config, learned=learned)
+        engine = load_engine(fleet.config)  # with a learned router: the whole hybrid, as the gateway runs it
         if fleet.config.policy.cascade is not None:
             return _cascade_routing(engine, dataset, fleet, data, oracle_judge=self.oracle_judge)
         replay = replay_rules(engine, dataset, fleet)
