@@ -8,10 +8,11 @@ GPT-3.5-turbo-1106 as review, like the demo), at the list prices of when the dat
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config, ModelEntry, parse_config
+from ..config import Config, ModelEntry, load_config, parse_config
 from ..errors import ConfigError
 from .records import EvalDataset
 
@@ -108,3 +109,9 @@ def default_fleet(dataset: EvalDataset) -> EvalFleet:
         source=f"default fleet of {dataset.name}",
     )
     return fleet_from_config(config, dataset)
+
+
+def fleet_for(config: str | os.PathLike[str] | None, dataset: EvalDataset) -> EvalFleet:
+    """The fleet a policy is replayed with: its config's models mapped onto ``dataset``, or without a
+    config the dataset's own pair (``default_fleet``)."""
+    return default_fleet(dataset) if config is None else fleet_from_config(load_config(config), dataset)

@@ -23,14 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from ..config import load_config
 from ..embeddings import StaticEmbeddings, load_wordllama
 from ..features import extract_features
 from ..policy.learned import Calibration, encode, gap_scores, make_scorer, route_many, threshold_for
 from ..train import CANDIDATES, DEFAULT_TARGET, FleetModel, Trained, text_of, train_router
 from . import metrics
 from .curves import nondecreasing_convex_hull
-from .fleet import EvalFleet, default_fleet, fleet_from_config
+from .fleet import EvalFleet, fleet_for
 from .hybrid import hybrid_routing, recalibrate_for_hybrid
 from .records import EvalDataset
 from .replay import Matrices
@@ -68,15 +67,10 @@ class LearnedPolicy:
         self._embedder = embedder
         self._fold: EvalDataset | None = None
         self.trained: list[Trained] = []  # one per route() call, for inspection
-        self.runs: list[dict[str, Any]] = []  # per route() call: test prompt ids, scores or choices, details
 
     def fleet(self, dataset: EvalDataset) -> EvalFleet:
         if self._fleet is None:
-            self._fleet = (
-                default_fleet(dataset)
-                if self._config is None
-                else fleet_from_config(load_config(self._config), dataset)
-            )
+            self._fleet = fleet_for(self._config, dataset)
         return self._fleet
 
     def fit(self, train: EvalDataset, data: Matrices) -> None:
@@ -146,12 +140,10 @@ class LearnedPolicy:
         if len(fleet.models) == 2:
             gap = gap_scores(ranked, reference, 0 if reference == 1 else 1)
             scores = 1.0 / (1.0 + np.exp(-(gap - threshold) / _SQUASH))
-            self.runs.append({"ids": [p.id for p in dataset.prompts], "scores": scores, "details": details})
             return Routing(scores=scores, version=f"learned-{meta['family']}", details=details)
         chosen = np.asarray(by_price)[route_many(ranked, reference, threshold)]
         choices = sweep_choices(ranked, by_price, reference)
         details["sweep"] = _sweep(choices, data, fleet)
-        self.runs.append({"ids": [p.id for p in dataset.prompts], "choice": chosen, "details": details})
         # The threshold sweep is the policy's curve (table, plot, pooled over folds point by point).
         zeros = np.zeros(len(chosen))
         return Routing(
@@ -182,15 +174,6 @@ class LearnedPolicy:
             details["calibration_of"] = "the learned router alone: no training set records answers"
         at_target, sweep = hybrid_routing(trained, self._embeddings(), dataset, fleet, data, threshold)
         details["cascade"] = cascade_summary(at_target, data, fleet, oracle_judge=False)
-        self.runs.append(
-            {
-                "ids": [p.id for p in dataset.prompts],
-                "choice": at_target.choice,
-                "extra_cost": at_target.extra_cost,
-                "sweep": sweep,
-                "details": details,
-            }
-        )
         return Routing(
             choice=at_target.choice,
             version=f"learned-{trained.meta['family']}+cascade",

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_config
 from ..engines import load_engine
 from ..policy.engine import PolicyEngine
 from .baselines import baseline
 from .cascade import replay_cascade
-from .fleet import EvalFleet, default_fleet, fleet_from_config
+from .fleet import EvalFleet, default_fleet, fleet_for
 from .learned import make_learned_policy
 from .records import EvalDataset
 from .replay import Matrices, replay_rules
@@ -47,10 +46,7 @@ class RulesPolicy:
 
     def fleet(self, dataset: EvalDataset) -> EvalFleet:
         if self._fleet is None:
-            if self._path is None:
-                self._fleet = default_fleet(dataset)
-            else:
-                self._fleet = fleet_from_config(load_config(self._path), dataset)
+            self._fleet = fleet_for(self._path, dataset)
         return self._fleet
 
     def fit(self, train: EvalDataset, data: Matrices) -> None:

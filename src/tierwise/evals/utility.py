@@ -30,13 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from ..config import load_config
 from ..embeddings import StaticEmbeddings, load_wordllama
 from ..features import extract_features
 from ..policy.learned import encode
 from . import metrics
 from .curves import nondecreasing_convex_hull
-from .fleet import EvalFleet, default_fleet, fleet_from_config
+from .fleet import EvalFleet, fleet_for
 from .records import EvalDataset
 from .replay import Matrices
 from .routing import Routing
@@ -251,11 +250,7 @@ class UtilityPolicy:
 
     def fleet(self, dataset: EvalDataset) -> EvalFleet:
         if self._fleet is None:
-            self._fleet = (
-                default_fleet(dataset)
-                if self._config is None
-                else fleet_from_config(load_config(self._config), dataset)
-            )
+            self._fleet = fleet_for(self._config, dataset)
         return self._fleet
 
     def fit(self, train: EvalDataset, data: Matrices) -> None:
