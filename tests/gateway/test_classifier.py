@@ -31,12 +31,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s.close()
 
 
-@pytest.fixture
-def client(stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=stack.base_url, api_key="client-key", max_retries=0, timeout=20) as c:
-        yield c
-
-
 def test_classifier_answer_routes_and_is_charged(stack: Stack, client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=CHAT)
     assert raw.parse().choices[0].message.content == "strong answer here"

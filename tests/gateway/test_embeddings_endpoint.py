@@ -37,12 +37,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s.close()
 
 
-@pytest.fixture
-def client(stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=stack.base_url, api_key="client-key", max_retries=0, timeout=20) as c:
-        yield c
-
-
 def test_embeddings_are_forwarded_costed_and_logged(stack: Stack, client: openai.OpenAI) -> None:
     raw = client.embeddings.with_raw_response.create(model="embed-large", input=["red apple", "green pear"])
     result = raw.parse()

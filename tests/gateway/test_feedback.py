@@ -35,12 +35,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s.close()
 
 
-@pytest.fixture
-def client(stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=stack.base_url, api_key="client-key", max_retries=0, timeout=20) as c:
-        yield c
-
-
 def _feedback(client: openai.OpenAI, body: dict[str, Any]) -> Any:
     """POST /v1/feedback through the SDK's generic request path (it has no feedback method)."""
     return client.post("/feedback", body=body, cast_to=object)

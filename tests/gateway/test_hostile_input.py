@@ -29,12 +29,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s.close()
 
 
-@pytest.fixture
-def client(stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=stack.base_url, api_key="client-key", max_retries=0, timeout=20) as c:
-        yield c
-
-
 def post(stack: Stack, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     """One raw POST to /v1/chat/completions: (status, parsed JSON body)."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -14,19 +13,6 @@ from tests.harness import API_KEY, Stack, start_stack
 CLASSIFY = [{"role": "user", "content": "Classify the sentiment of this review: 'Great battery.'"}]
 CODE = [{"role": "user", "content": "Write a Python function that reverses a linked list."}]
 CHAT = [{"role": "user", "content": "hey, I had the strangest dream last night"}]
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = start_stack(tmp_path)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def client(stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=stack.base_url, api_key="client-key", max_retries=0, timeout=20) as c:
-        yield c
 
 
 def test_sync_sdk_routes_cheap_task_to_draft(stack: Stack, client: openai.OpenAI) -> None:

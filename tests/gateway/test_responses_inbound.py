@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import aiohttp
 import openai
 import pytest
 
-from tests.harness import Stack, start_stack
+from tests.harness import Stack
 
 CLASSIFY = "Classify the sentiment of this review: 'Great battery.'"
 CODE = "Write a Python function that reverses a linked list."
@@ -19,19 +16,6 @@ WEATHER = {
     "description": "The weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = start_stack(tmp_path)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def client(stack: Stack) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=stack.base_url, api_key="client-key", max_retries=0, timeout=20) as c:
-        yield c
 
 
 def test_string_input_with_instructions(stack: Stack, client: openai.OpenAI) -> None:
