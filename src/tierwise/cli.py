@@ -155,16 +155,12 @@ def _report(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _progress_bar(total: int) -> Iterator[Callable[[str], None] | None]:
     """A progress bar on stderr when it is a terminal and rich is installed; otherwise nothing."""
-    try:
-        from rich.console import Console
-        from rich.progress import Progress
-    except ImportError:
-        yield None
-        return
-    if not sys.stderr.isatty():
-        yield None
-        return
-    with Progress(console=Console(stderr=True), transient=True) as bar:
+    from .progress import stderr_progress
+
+    with stderr_progress() as bar:
+        if bar is None:
+            yield None
+            return
         task = bar.add_task("evaluating", total=total)
         yield lambda message: bar.update(task, advance=1, description=message)
 

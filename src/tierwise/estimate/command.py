@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..progress import stderr_progress
+
 
 def add_estimate_parser(commands: Any) -> None:
     """Add ``estimate`` to the ``tierwise`` subcommands."""
@@ -54,17 +56,10 @@ def add_estimate_parser(commands: Any) -> None:
 @contextlib.contextmanager
 def _progress(total: int) -> Iterator[Callable[[Any], None] | None]:
     """A byte-counting progress bar on stderr when it is a terminal and rich is installed."""
-    try:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    except ImportError:
-        yield None
-        return
-    if not sys.stderr.isatty():
-        yield None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with stderr_progress(elapsed=True) as bar:
+        if bar is None:
+            yield None
+            return
         task = bar.add_task("reading", total=total or None)
         passes = {"n": 0, "last": -1}
 
