@@ -39,8 +39,15 @@ _PATH_STEPS = 8
 DEFAULT_LIMITS = ServerConfig()
 
 
-def _fail(param: str, message: str, *, status: int = 400, code: str | None = None) -> RequestError:
+def field_error(param: str, message: str, *, status: int = 400, code: str | None = None) -> RequestError:
+    """The client's error about one field: the message starts with the field, as OpenAI's 400s do."""
     return RequestError(f"{param}: {message}", param=param, status=status, code=code)
+
+
+def check_count(param: str, count: int, limit: int, what: str, setting: str) -> None:
+    """400 naming ``param`` when it holds more than ``limit`` ``what`` (``setting`` is the bound's name)."""
+    if count > limit:
+        raise field_error(param, f"at most {limit} {what} ({setting}), got {count}")
 
 
 def _path(steps: tuple[str | int, ...]) -> str:
@@ -59,7 +66,7 @@ def check_json_shape(value: Any, *, max_depth: int, max_items: int) -> None:
         children = node.items() if isinstance(node, dict) else enumerate(node)
         items += len(node)
         if items > max_items:
-            raise _fail(
+            raise field_error(
                 _path(steps),
                 f"the body holds more than {max_items} JSON values (server.max_json_items)",
                 status=413,
@@ -68,7 +75,7 @@ def check_json_shape(value: Any, *, max_depth: int, max_items: int) -> None:
         for key, child in children:
             if isinstance(child, dict | list) and child:
                 if depth >= max_depth:
-                    raise _fail(
+                    raise field_error(
                         _path((*steps, key)),
                         f"nested deeper than {max_depth} levels (server.max_json_depth)",
                         code="nesting_too_deep",
@@ -78,41 +85,40 @@ def check_json_shape(value: Any, *, max_depth: int, max_items: int) -> None:
 
 def _check_metadata(metadata: Any) -> None:
     if not isinstance(metadata, dict):
-        raise _fail("metadata", "must be an object")
+        raise field_error("metadata", "must be an object")
     if len(metadata) > _METADATA_PAIRS:
-        raise _fail("metadata", f"at most {_METADATA_PAIRS} key-value pairs, got {len(metadata)}")
+        raise field_error("metadata", f"at most {_METADATA_PAIRS} key-value pairs, got {len(metadata)}")
     for key, value in metadata.items():
         if len(key) > _METADATA_KEY_CHARS:
-            raise _fail("metadata", f"keys are at most {_METADATA_KEY_CHARS} characters")
+            raise field_error("metadata", f"keys are at most {_METADATA_KEY_CHARS} characters")
         if isinstance(value, str):
             if len(value) > _METADATA_VALUE_CHARS:
-                raise _fail(f"metadata.{key}", f"at most {_METADATA_VALUE_CHARS} characters")
+                raise field_error(f"metadata.{key}", f"at most {_METADATA_VALUE_CHARS} characters")
         elif value is not None and not isinstance(value, int | float):  # bool is an int
-            raise _fail(f"metadata.{key}", "must be a string, a number or a boolean")
+            raise field_error(f"metadata.{key}", "must be a string, a number or a boolean")
 
 
 def _check_tool_choice(choice: Any) -> None:
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICES:
-            raise _fail("tool_choice", f"must be one of {', '.join(_TOOL_CHOICES)} or an object")
+            raise field_error("tool_choice", f"must be one of {', '.join(_TOOL_CHOICES)} or an object")
         return
     if not isinstance(choice, dict):
-        raise _fail("tool_choice", "must be a string or an object")
+        raise field_error("tool_choice", "must be a string or an object")
     function = choice.get("function")
     if function is not None and not (isinstance(function, dict) and isinstance(function.get("name"), str)):
-        raise _fail("tool_choice.function.name", "must be a string")
+        raise field_error("tool_choice.function.name", "must be a string")
 
 
 def _check_tools(name: str, tools: Any, limit: int) -> None:
     if not isinstance(tools, list):
-        raise _fail(name, "must be an array")
-    if len(tools) > limit:
-        raise _fail(name, f"at most {limit} tools (server.max_tools), got {len(tools)}")
+        raise field_error(name, "must be an array")
+    check_count(name, len(tools), limit, "tools", "server.max_tools")
     for i, tool in enumerate(tools):
         function = (tool.get("function") if name == "tools" else tool) if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             where = f"{name}[{i}].function.name" if name == "tools" else f"{name}[{i}].name"
-            raise _fail(where, "required")
+            raise field_error(where, "required")
 
 
 def _check_numbers(body: dict[str, Any]) -> None:
@@ -121,61 +127,60 @@ def _check_numbers(body: dict[str, Any]) -> None:
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool):
-            raise _fail(name, f"must be an integer from {low} to {high}, got {value!r}")
+            raise field_error(name, f"must be an integer from {low} to {high}, got {value!r}")
         if not low <= value <= high:
-            raise _fail(name, f"must be from {low} to {high}, got {value}")
+            raise field_error(name, f"must be from {low} to {high}, got {value}")
     for name, (lo, hi) in _NUMBER_BOUNDS.items():
         value = body.get(name)
         if value is None:
             continue
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise _fail(name, f"must be a number from {lo:g} to {hi:g}, got {value!r}")
+            raise field_error(name, f"must be a number from {lo:g} to {hi:g}, got {value!r}")
         if not lo <= value <= hi:  # also false for NaN
-            raise _fail(name, f"must be from {lo:g} to {hi:g}, got {value!r}")
+            raise field_error(name, f"must be from {lo:g} to {hi:g}, got {value!r}")
 
 
 def _check_messages(messages: Any, limits: ServerConfig) -> None:
     if messages is None:
-        raise _fail("messages", "required")
+        raise field_error("messages", "required")
     if not isinstance(messages, list) or not messages:
-        raise _fail("messages", "must be a non-empty array")
-    if len(messages) > limits.max_messages:
-        raise _fail(
-            "messages", f"at most {limits.max_messages} messages (server.max_messages), got {len(messages)}"
-        )
+        raise field_error("messages", "must be a non-empty array")
+    check_count("messages", len(messages), limits.max_messages, "messages", "server.max_messages")
     chars = 0
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _fail(f"messages[{i}]", "must be an object")
+            raise field_error(f"messages[{i}]", "must be an object")
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
             shown = role if isinstance(role, str | None) else type(role).__name__
-            raise _fail(f"messages[{i}].role", f"must be one of {', '.join(sorted(ROLES))}, got {shown!r}")
+            raise field_error(
+                f"messages[{i}].role", f"must be one of {', '.join(sorted(ROLES))}, got {shown!r}"
+            )
         content = message.get("content")
         if content is None:
             if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
                 continue
             if role == "assistant" and "content" in message and message.get("refusal"):
                 continue
-            raise _fail(f"messages[{i}].content", "required")
+            raise field_error(f"messages[{i}].content", "required")
         if isinstance(content, str):
             chars += len(content)
         elif isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise _fail(f"messages[{i}].content[{j}]", "must be an object with a 'type'")
+                    raise field_error(f"messages[{i}].content[{j}]", "must be an object with a 'type'")
                 text = part.get("text")
                 if isinstance(text, str):
                     chars += len(text)
         else:
-            raise _fail(f"messages[{i}].content", "must be a string or an array of content parts")
+            raise field_error(f"messages[{i}].content", "must be a string or an array of content parts")
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-            raise _fail(f"messages[{i}].tool_call_id", "required for role 'tool'")
+            raise field_error(f"messages[{i}].tool_call_id", "required for role 'tool'")
         tool_calls = message.get("tool_calls")
         if tool_calls is not None and not isinstance(tool_calls, list):
-            raise _fail(f"messages[{i}].tool_calls", "must be an array")
+            raise field_error(f"messages[{i}].tool_calls", "must be an array")
     if chars > limits.max_input_chars:
-        raise _fail(
+        raise field_error(
             "messages",
             f"{chars} characters of text exceed the limit of {limits.max_input_chars} "
             "(server.max_input_chars)",
@@ -192,13 +197,13 @@ def validate_chat_body(body: Any, limits: ServerConfig = DEFAULT_LIMITS) -> dict
     check_json_shape(body, max_depth=limits.max_json_depth, max_items=limits.max_json_items)
     model = body.get("model")
     if model is None:
-        raise _fail("model", "required; use 'auto' to let tierwise choose")
+        raise field_error("model", "required; use 'auto' to let tierwise choose")
     if not isinstance(model, str) or not model or len(model) > _MODEL_CHARS:
-        raise _fail("model", f"must be a non-empty string of at most {_MODEL_CHARS} characters")
+        raise field_error("model", f"must be a non-empty string of at most {_MODEL_CHARS} characters")
     _check_messages(body.get("messages"), limits)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        raise _fail("stream", "must be a boolean")
+        raise field_error("stream", "must be a boolean")
     _check_numbers(body)
     for name in ("tools", "functions"):
         if body.get(name) is not None:
@@ -213,19 +218,19 @@ def validate_chat_body(body: Any, limits: ServerConfig = DEFAULT_LIMITS) -> dict
         and not isinstance(stop, str)
         and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
-        raise _fail("stop", "must be a string or an array of strings")
+        raise field_error("stop", "must be a string or an array of strings")
     response_format = body.get("response_format")
     if response_format is not None and not (
         isinstance(response_format, dict) and isinstance(response_format.get("type"), str)
     ):
-        raise _fail("response_format", "must be an object with a 'type'")
+        raise field_error("response_format", "must be an object with a 'type'")
     stream_options = body.get("stream_options")
     if stream_options is not None:
         if not isinstance(stream_options, dict):
-            raise _fail("stream_options", "must be an object")
+            raise field_error("stream_options", "must be an object")
         usage = stream_options.get("include_usage")
         if usage is not None and not isinstance(usage, bool):
-            raise _fail("stream_options.include_usage", "must be a boolean")
+            raise field_error("stream_options.include_usage", "must be a boolean")
     return body
 
 
@@ -239,18 +244,20 @@ def validate_feedback_body(body: Any) -> tuple[str, float, str | None]:
         raise RequestError("request body: must be a JSON object", param=None)
     unknown = sorted(set(body) - {"request_id", "score", "comment"})
     if unknown:
-        raise _fail(unknown[0], "unknown field; expected request_id, score and optionally comment")
+        raise field_error(unknown[0], "unknown field; expected request_id, score and optionally comment")
     request_id = body.get("request_id")
     if request_id is None:
-        raise _fail("request_id", "required: the x-tierwise-request-id of the answer you grade")
+        raise field_error("request_id", "required: the x-tierwise-request-id of the answer you grade")
     if not isinstance(request_id, str) or not request_id or len(request_id) > _REQUEST_ID_CHARS:
-        raise _fail("request_id", f"must be a non-empty string of at most {_REQUEST_ID_CHARS} characters")
+        raise field_error(
+            "request_id", f"must be a non-empty string of at most {_REQUEST_ID_CHARS} characters"
+        )
     score = body.get("score")
     if score is None:
-        raise _fail("score", "required: 0 (the answer was not good enough) to 1 (it was)")
+        raise field_error("score", "required: 0 (the answer was not good enough) to 1 (it was)")
     if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
-        raise _fail("score", f"must be a number from 0 to 1, got {score!r}")
+        raise field_error("score", f"must be a number from 0 to 1, got {score!r}")
     comment = body.get("comment")
     if comment is not None and (not isinstance(comment, str) or len(comment) > FEEDBACK_COMMENT_CHARS):
-        raise _fail("comment", f"must be a string of at most {FEEDBACK_COMMENT_CHARS} characters")
+        raise field_error("comment", f"must be a string of at most {FEEDBACK_COMMENT_CHARS} characters")
     return request_id, float(score), comment

@@ -19,7 +19,7 @@ from ..errors import RequestError
 from ..providers.anthropic import _FINISH
 from ..providers.base import Chunk
 from ..router import RoutedStream
-from ..validation import check_json_shape
+from ..validation import check_count, check_json_shape, field_error
 from .responses import error_response
 
 # OpenAI finish_reason → Anthropic stop_reason: the outbound table read backwards (reversed, so that
@@ -36,10 +36,6 @@ _ERROR_TYPES = {
 }
 _MAX_TOKENS = 2**31 - 1
 _TOOL_CHOICES = ("auto", "any", "tool", "none")
-
-
-def _fail(param: str, message: str) -> RequestError:
-    return RequestError(f"{param}: {message}", param=param)
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -79,15 +75,15 @@ def error_event(message: str, *, status: int = 502) -> bytes:
 
 def _data_url(source: Any, where: str) -> str:
     if not isinstance(source, dict):
-        raise _fail(where, "must be an object")
+        raise field_error(where, "must be an object")
     if source.get("type") == "url" and isinstance(source.get("url"), str):
         return source["url"]
     if source.get("type") == "base64":
         media, data = source.get("media_type"), source.get("data")
         if not isinstance(media, str) or not isinstance(data, str):
-            raise _fail(where, "a base64 source needs media_type and data strings")
+            raise field_error(where, "a base64 source needs media_type and data strings")
         return f"data:{media};base64,{data}"
-    raise _fail(f"{where}.type", "must be 'base64' or 'url'")
+    raise field_error(f"{where}.type", "must be 'base64' or 'url'")
 
 
 def _part(block: dict[str, Any], where: str) -> dict[str, Any] | None:
@@ -95,7 +91,7 @@ def _part(block: dict[str, Any], where: str) -> dict[str, Any] | None:
     kind = block.get("type")
     if kind == "text":
         if not isinstance(block.get("text"), str):
-            raise _fail(f"{where}.text", "must be a string")
+            raise field_error(f"{where}.text", "must be a string")
         part: dict[str, Any] = {"type": "text", "text": block["text"]}
     elif kind == "image":
         part = {"type": "image_url", "image_url": {"url": _data_url(block.get("source"), f"{where}.source")}}
@@ -112,7 +108,7 @@ def _tool_content(content: Any, where: str) -> str | list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return content or ""
     if not isinstance(content, list):
-        raise _fail(where, "must be a string or an array of content blocks")
+        raise field_error(where, "must be a string or an array of content blocks")
     parts = [_part(b, f"{where}[{i}]") for i, b in enumerate(content) if isinstance(b, dict)]
     return [p for p in parts if p is not None]
 
@@ -121,10 +117,10 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if not isinstance(content, list) or not content:
-        raise _fail(where, "must be a string or a non-empty array of content blocks")
+        raise field_error(where, "must be a string or a non-empty array of content blocks")
     for i, block in enumerate(content):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise _fail(f"{where}[{i}]", "must be an object with a 'type'")
+            raise field_error(f"{where}[{i}]", "must be an object with a 'type'")
     return content
 
 
@@ -136,7 +132,7 @@ def _user(content: Any, where: str) -> list[dict[str, Any]]:
     for i, block in enumerate(_blocks(content, where)):
         if block["type"] == "tool_result":
             if not isinstance(block.get("tool_use_id"), str):
-                raise _fail(f"{where}[{i}].tool_use_id", "required")
+                raise field_error(f"{where}[{i}].tool_use_id", "required")
             result = _tool_content(block.get("content"), f"{where}[{i}].content")
             if block.get("is_error") and isinstance(result, str):
                 result = f"Error: {result}"  # chat has no error flag on tool results; say it in words
@@ -158,7 +154,7 @@ def _assistant(content: Any, where: str) -> dict[str, Any]:
             texts.append(block["text"])
         elif block["type"] == "tool_use":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
-                raise _fail(f"{where}[{i}]", "a tool_use block needs id and name strings")
+                raise field_error(f"{where}[{i}]", "a tool_use block needs id and name strings")
             arguments = orjson.dumps(block.get("input") or {}).decode()
             calls.append(
                 {
@@ -181,7 +177,7 @@ def _system(system: Any) -> dict[str, Any] | None:
     if isinstance(system, str):
         return {"role": "system", "content": system} if system else None
     if not isinstance(system, list):
-        raise _fail("system", "must be a string or an array of text blocks")
+        raise field_error("system", "must be a string or an array of text blocks")
     parts = []
     for i, block in enumerate(system):
         if (
@@ -189,22 +185,21 @@ def _system(system: Any) -> dict[str, Any] | None:
             or block.get("type") != "text"
             or not isinstance(block.get("text"), str)
         ):
-            raise _fail(f"system[{i}]", "must be a text block")
+            raise field_error(f"system[{i}]", "must be a text block")
         parts.append(_part(block, f"system[{i}]"))
     return {"role": "system", "content": parts} if parts else None
 
 
 def _tools(tools: Any, limit: int) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
-        raise _fail("tools", "must be an array")
-    if len(tools) > limit:
-        raise _fail("tools", f"at most {limit} tools (server.max_tools), got {len(tools)}")
+        raise field_error("tools", "must be an array")
+    check_count("tools", len(tools), limit, "tools", "server.max_tools")
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-            raise _fail(f"tools[{i}].name", "required")
+            raise field_error(f"tools[{i}].name", "required")
         if tool.get("type") not in (None, "custom"):
-            raise _fail(
+            raise field_error(
                 f"tools[{i}].type", f"server tools ({tool['type']!r}) cannot be routed; define a custom tool"
             )
         function: dict[str, Any] = {"name": tool["name"]}
@@ -217,11 +212,11 @@ def _tools(tools: Any, limit: int) -> list[dict[str, Any]]:
 
 def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
     if not isinstance(choice, dict) or choice.get("type") not in _TOOL_CHOICES:
-        raise _fail("tool_choice.type", f"must be one of {', '.join(_TOOL_CHOICES)}")
+        raise field_error("tool_choice.type", f"must be one of {', '.join(_TOOL_CHOICES)}")
     kind = choice["type"]
     if kind == "tool":
         if not isinstance(choice.get("name"), str):
-            raise _fail("tool_choice.name", "required when type is 'tool'")
+            raise field_error("tool_choice.name", "required when type is 'tool'")
         out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     else:
         out["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
@@ -236,17 +231,14 @@ def to_chat_body(body: Any, limits: ServerConfig) -> dict[str, Any]:
     check_json_shape(body, max_depth=limits.max_json_depth, max_items=limits.max_json_items)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _fail("model", "required: a model name, a tier, or 'auto' to let tierwise choose")
+        raise field_error("model", "required: a model name, a tier, or 'auto' to let tierwise choose")
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= _MAX_TOKENS:
-        raise _fail("max_tokens", f"required: an integer from 1 to {_MAX_TOKENS}")
+        raise field_error("max_tokens", f"required: an integer from 1 to {_MAX_TOKENS}")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _fail("messages", "required: a non-empty array")
-    if len(messages) > limits.max_messages:
-        raise _fail(
-            "messages", f"at most {limits.max_messages} messages (server.max_messages), got {len(messages)}"
-        )
+        raise field_error("messages", "required: a non-empty array")
+    check_count("messages", len(messages), limits.max_messages, "messages", "server.max_messages")
     canonical: list[dict[str, Any]] = []
     system = _system(body.get("system"))
     if system is not None:
@@ -258,7 +250,7 @@ def to_chat_body(body: Any, limits: ServerConfig) -> dict[str, Any]:
         elif role == "assistant":
             canonical.append(_assistant(message.get("content"), f"messages[{i}].content"))
         else:
-            raise _fail(f"messages[{i}].role", f"must be 'user' or 'assistant', got {role!r}")
+            raise field_error(f"messages[{i}].role", f"must be 'user' or 'assistant', got {role!r}")
     out: dict[str, Any] = {"model": model, "messages": canonical, "max_tokens": max_tokens}
     for name in ("temperature", "top_p"):
         if body.get(name) is not None:
@@ -266,7 +258,7 @@ def to_chat_body(body: Any, limits: ServerConfig) -> dict[str, Any]:
     stops = body.get("stop_sequences")
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-            raise _fail("stop_sequences", "must be an array of strings")
+            raise field_error("stop_sequences", "must be an array of strings")
         if stops:
             out["stop"] = stops
     if body.get("tools") is not None:
@@ -280,7 +272,7 @@ def to_chat_body(body: Any, limits: ServerConfig) -> dict[str, Any]:
         out["user"] = metadata["user_id"]
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        raise _fail("stream", "must be a boolean")
+        raise field_error("stream", "must be a boolean")
     if stream:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}  # message_delta reports output tokens

@@ -17,15 +17,11 @@ from ..config import ServerConfig
 from ..errors import RequestError
 from ..providers.base import Chunk
 from ..router import RoutedStream
-from ..validation import check_json_shape
+from ..validation import check_count, check_json_shape, field_error
 
 _MAX_TOKENS = 2**31 - 1
 _STATEFUL = ("previous_response_id", "conversation")
 _ROLES = ("user", "assistant", "system", "developer")
-
-
-def _fail(param: str, message: str) -> RequestError:
-    return RequestError(f"{param}: {message}", param=param)
 
 
 # -- request: Responses → canonical ----------------------------------------------------------------
@@ -33,36 +29,38 @@ def _fail(param: str, message: str) -> RequestError:
 
 def _part(part: Any, where: str) -> dict[str, Any] | None:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-        raise _fail(where, "must be an object with a 'type'")
+        raise field_error(where, "must be an object with a 'type'")
     kind = part["type"]
     if kind in ("input_text", "output_text", "text"):
         if not isinstance(part.get("text"), str):
-            raise _fail(f"{where}.text", "must be a string")
+            raise field_error(f"{where}.text", "must be a string")
         return {"type": "text", "text": part["text"]}
     if kind == "input_image":
         if not isinstance(part.get("image_url"), str):
-            raise _fail(f"{where}.image_url", "required: a URL or a data: URL (file ids need stored files)")
+            raise field_error(
+                f"{where}.image_url", "required: a URL or a data: URL (file ids need stored files)"
+            )
         image: dict[str, Any] = {"url": part["image_url"]}
         if part.get("detail") in ("low", "high", "auto"):
             image["detail"] = part["detail"]
         return {"type": "image_url", "image_url": image}
     if kind == "input_file":
         if not isinstance(part.get("file_data"), str):
-            raise _fail(f"{where}.file_data", "required: a data: URL (file ids need stored files)")
+            raise field_error(f"{where}.file_data", "required: a data: URL (file ids need stored files)")
         file = {"file_data": part["file_data"]}
         if isinstance(part.get("filename"), str):
             file["filename"] = part["filename"]
         return {"type": "file", "file": file}
     if kind == "refusal":
         return None
-    raise _fail(f"{where}.type", f"unsupported content type {kind!r}")
+    raise field_error(f"{where}.type", f"unsupported content type {kind!r}")
 
 
 def _content(content: Any, where: str) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise _fail(where, "must be a string or an array of content parts")
+        raise field_error(where, "must be a string or an array of content parts")
     parts = [_part(p, f"{where}[{i}]") for i, p in enumerate(content)]
     return [p for p in parts if p is not None]
 
@@ -71,19 +69,18 @@ def _messages(items: Any, limits: ServerConfig) -> list[dict[str, Any]]:
     if isinstance(items, str):
         return [{"role": "user", "content": items}]
     if not isinstance(items, list) or not items:
-        raise _fail("input", "required: a string or a non-empty array of input items")
-    if len(items) > limits.max_messages:
-        raise _fail("input", f"at most {limits.max_messages} items (server.max_messages), got {len(items)}")
+        raise field_error("input", "required: a string or a non-empty array of input items")
+    check_count("input", len(items), limits.max_messages, "items", "server.max_messages")
     out: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         where = f"input[{i}]"
         if not isinstance(item, dict):
-            raise _fail(where, "must be an object")
+            raise field_error(where, "must be an object")
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
             if role not in _ROLES:
-                raise _fail(f"{where}.role", f"must be one of {', '.join(_ROLES)}, got {role!r}")
+                raise field_error(f"{where}.role", f"must be one of {', '.join(_ROLES)}, got {role!r}")
             content = _content(item.get("content"), f"{where}.content")
             if role == "assistant" and isinstance(content, list):
                 # Chat assistant turns carry text only; earlier output arrives as output_text parts.
@@ -92,7 +89,7 @@ def _messages(items: Any, limits: ServerConfig) -> list[dict[str, Any]]:
         elif kind == "function_call":
             for name in ("call_id", "name", "arguments"):
                 if not isinstance(item.get(name), str):
-                    raise _fail(f"{where}.{name}", "must be a string")
+                    raise field_error(f"{where}.{name}", "must be a string")
             call = {
                 "id": item["call_id"],
                 "type": "function",
@@ -107,31 +104,32 @@ def _messages(items: Any, limits: ServerConfig) -> list[dict[str, Any]]:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             if not isinstance(item.get("call_id"), str):
-                raise _fail(f"{where}.call_id", "must be a string")
+                raise field_error(f"{where}.call_id", "must be a string")
             output = item.get("output")
             content = output if isinstance(output, str) else _content(output, f"{where}.output")
             out.append({"role": "tool", "tool_call_id": item["call_id"], "content": content})
         elif kind == "reasoning":
             continue  # another model's reasoning: nothing a chat request can carry
         elif kind == "item_reference":
-            raise _fail(f"{where}.type", "item references need stored responses; this gateway is stateless")
+            raise field_error(
+                f"{where}.type", "item references need stored responses; this gateway is stateless"
+            )
         else:
-            raise _fail(f"{where}.type", f"unsupported input item type {kind!r}")
+            raise field_error(f"{where}.type", f"unsupported input item type {kind!r}")
     return out
 
 
 def _tools(tools: Any, limit: int) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
-        raise _fail("tools", "must be an array")
-    if len(tools) > limit:
-        raise _fail("tools", f"at most {limit} tools (server.max_tools), got {len(tools)}")
+        raise field_error("tools", "must be an array")
+    check_count("tools", len(tools), limit, "tools", "server.max_tools")
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or tool.get("type") != "function":
             kind = tool.get("type") if isinstance(tool, dict) else None
-            raise _fail(f"tools[{i}].type", f"only function tools can be routed, got {kind!r}")
+            raise field_error(f"tools[{i}].type", f"only function tools can be routed, got {kind!r}")
         if not isinstance(tool.get("name"), str):
-            raise _fail(f"tools[{i}].name", "required")
+            raise field_error(f"tools[{i}].name", "required")
         function = {
             k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None
         }
@@ -144,7 +142,7 @@ def _tool_choice(choice: Any) -> Any:
         return choice
     if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}
-    raise _fail("tool_choice", "must be 'auto', 'none', 'required' or {'type': 'function', 'name': …}")
+    raise field_error("tool_choice", "must be 'auto', 'none', 'required' or {'type': 'function', 'name': …}")
 
 
 def _response_format(text: Any) -> dict[str, Any] | None:
@@ -159,7 +157,7 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     if kind == "json_schema" and isinstance(fmt.get("schema"), dict):
         schema = {k: fmt[k] for k in ("name", "description", "schema", "strict") if fmt.get(k) is not None}
         return {"type": "json_schema", "json_schema": schema}
-    raise _fail(
+    raise field_error(
         "text.format", "must be {'type': 'text'}, {'type': 'json_object'} or a json_schema with a schema"
     )
 
@@ -170,7 +168,7 @@ def to_chat_body(body: Any, limits: ServerConfig) -> dict[str, Any]:
         raise RequestError("request body: must be a JSON object", param=None)
     for name in _STATEFUL:
         if body.get(name) is not None:
-            raise _fail(
+            raise field_error(
                 name,
                 "not supported: this gateway is stateless and stores no responses; send the whole "
                 "conversation in input",
@@ -178,19 +176,19 @@ def to_chat_body(body: Any, limits: ServerConfig) -> dict[str, Any]:
     check_json_shape(body, max_depth=limits.max_json_depth, max_items=limits.max_json_items)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _fail("model", "required: a model name, a tier, or 'auto' to let tierwise choose")
+        raise field_error("model", "required: a model name, a tier, or 'auto' to let tierwise choose")
     messages = _messages(body.get("input"), limits)
     instructions = body.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
-            raise _fail("instructions", "must be a string")
+            raise field_error("instructions", "must be a string")
         if instructions:
             messages.insert(0, {"role": "system", "content": instructions})
     out: dict[str, Any] = {"model": model, "messages": messages}
     limit = body.get("max_output_tokens")
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_TOKENS:
-            raise _fail("max_output_tokens", f"must be an integer from 1 to {_MAX_TOKENS}")
+            raise field_error("max_output_tokens", f"must be an integer from 1 to {_MAX_TOKENS}")
         out["max_tokens"] = limit
     for name in ("temperature", "top_p", "parallel_tool_calls", "metadata"):
         if body.get(name) is not None:
@@ -212,7 +210,7 @@ def to_chat_body(body: Any, limits: ServerConfig) -> dict[str, Any]:
         out["response_format"] = response_format
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        raise _fail("stream", "must be a boolean")
+        raise field_error("stream", "must be a boolean")
     if stream:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}  # response.completed reports usage
