@@ -335,6 +335,17 @@ class Router:
         if not self._started:
             await self.start()
         features = self._features(body, headers)
+        # A request no model can take is the client's to fix: refused before it spends a rate-limit slot.
+        if features.context_needed() > self._largest.context_window:
+            raise RequestError(
+                f"messages: the request needs about {features.context_needed()} tokens "
+                f"({features.input_tokens} in the messages, {features.max_output_tokens or 0} for the "
+                f"completion), more than any model of the fleet can take (the largest context window is "
+                f"{self._largest.context_window}, {self._largest.name}); shorten the messages or lower "
+                "max_tokens",
+                param="messages",
+                code="context_length_exceeded",
+            )
         constraint = None
         if principal is not None:  # grants, rate limits and budgets; a downgrade comes back as a constraint
             features, constraint = await self.access.admit(principal, features, body["model"])
@@ -347,16 +358,6 @@ class Router:
         decision = engine.decide(features, model=body["model"], constraint=constraint)
         if arm is not None:
             decision = replace(decision, arm=arm)
-        if features.context_needed() > self._largest.context_window:
-            raise RequestError(
-                f"messages: the request needs about {features.context_needed()} tokens "
-                f"({features.input_tokens} in the messages, {features.max_output_tokens or 0} for the "
-                f"completion), more than any model of the fleet can take (the largest context window is "
-                f"{self._largest.context_window}, {self._largest.name}); shorten the messages or lower "
-                "max_tokens",
-                param="messages",
-                code="context_length_exceeded",
-            )
         req = _Request(
             request_id,
             arrived,
