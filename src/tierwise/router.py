@@ -86,6 +86,24 @@ def _access_line(row: LedgerRow) -> str:
     ).decode()
 
 
+def _routed(req: _Request, row: LedgerRow, response: dict[str, Any], *, cache: str | None = None) -> Routed:
+    """What ``route`` returns for an answered request, once its row is logged."""
+    model = req.outcome.model
+    assert model is not None
+    return Routed(
+        response=response,
+        decision=req.decision,
+        features=req.features,
+        model=model.name,
+        tier=model.tier,
+        cost_usd=row.cost_usd,
+        counterfactual_cost_usd=row.counterfactual_cost_usd,
+        request_id=req.id,
+        latency_ms=row.latency_ms,
+        cache=cache,
+    )
+
+
 def _request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
@@ -467,33 +485,11 @@ class Router:
         await self._fill(req, completion.body, row.cost_usd)
         if self.shadow is not None:  # after the row: the request's own figures never include it
             self.shadow.maybe_start(req.id, upstream, model.name, completion.body)
-        return Routed(
-            response=completion.body,
-            decision=req.decision,
-            features=req.features,
-            model=model.name,
-            tier=model.tier,
-            cost_usd=row.cost_usd,
-            counterfactual_cost_usd=row.counterfactual_cost_usd,
-            request_id=req.id,
-            latency_ms=row.latency_ms,
-        )
+        return _routed(req, row, completion.body)
 
     async def _served_from_cache(self, req: _Request, hit: CacheHit) -> Routed:
         row = await self._log(req, 200, None)
-        assert req.outcome.model is not None
-        return Routed(
-            response=hit_response(hit, req.id),
-            decision=req.decision,
-            features=req.features,
-            model=req.outcome.model.name,
-            tier=req.outcome.model.tier,
-            cost_usd=row.cost_usd,
-            counterfactual_cost_usd=row.counterfactual_cost_usd,
-            request_id=req.id,
-            latency_ms=row.latency_ms,
-            cache=hit.kind,
-        )
+        return _routed(req, row, hit_response(hit, req.id), cache=hit.kind)
 
     async def route_stream(
         self,
@@ -545,9 +541,7 @@ class Router:
             )
 
         async def record(row: LedgerRow) -> None:
-            await self.ledger.record(row)
-            if self.metrics is not None:
-                self.metrics.observe(row)
+            await self._record(row)
             if principal is not None:
                 await self.access.charge(principal, row.cost_usd)
 
@@ -620,18 +614,22 @@ class Router:
             key_id=req.key_id,
             prompt=req.body.get("messages") if self._capture_prompts else None,
         )
-        await self.ledger.record(row)
-        if self.metrics is not None:
-            self.metrics.observe(row)
+        await self._record(row)
         # A cache hit says nothing of the arm's routing: its guard counts routed requests only.
         if self.canary is not None and req.decision.arm is not None and req.hit is None:
             try:
                 await self.canary.observe(row)
             except Exception:  # the guard is not worth a request; the state store logs its own outages
                 log.exception("canary: counting request %s failed", row.id)
+        return row
+
+    async def _record(self, row: LedgerRow) -> None:
+        """A request's row into the ledger, the metrics and the access log."""
+        await self.ledger.record(row)
+        if self.metrics is not None:
+            self.metrics.observe(row)
         if self._access_level and _ACCESS.isEnabledFor(self._access_level):
             _ACCESS.log(self._access_level, _access_line(row))
-        return row
 
     # -- feedback --
 
