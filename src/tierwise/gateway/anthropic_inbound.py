@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..config import ServerConfig
 from ..errors import RequestError
-from ..providers.anthropic import _FINISH
+from ..providers.anthropic import FINISH_REASONS
 from ..providers.base import Chunk
 from ..router import RoutedStream
 from ..validation import check_count, check_json_shape, field_error
@@ -24,7 +24,7 @@ from .responses import error_response
 
 # OpenAI finish_reason → Anthropic stop_reason: the outbound table read backwards (reversed, so that
 # of several Anthropic names for one OpenAI reason the first listed wins: "stop" → "end_turn").
-STOP_REASONS: dict[str, str] = {openai: anthropic for anthropic, openai in reversed(_FINISH.items())}
+STOP_REASONS: dict[str, str] = {openai: anthropic for anthropic, openai in reversed(FINISH_REASONS.items())}
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",

@@ -23,7 +23,8 @@ from .base import Chunk, Completion, UpstreamCall, Usage
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; used when neither request nor model sets one
 
-_FINISH = {
+# Anthropic's stop_reason → OpenAI's finish_reason (the inbound /v1/messages reads it in reverse).
+FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
@@ -255,7 +256,7 @@ def to_chat_completion(message: dict[str, Any]) -> dict[str, Any]:
                 "index": 0,
                 "message": reply,
                 "logprobs": None,
-                "finish_reason": _FINISH.get(message.get("stop_reason") or "", "stop"),
+                "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
             }
         ],
         "usage": _openai_usage(
@@ -326,7 +327,7 @@ class _StreamState:
         if kind == "message_delta":
             self.usage(doc.get("usage") or {})
             stop_reason = (doc.get("delta") or {}).get("stop_reason")
-            return Chunk(self.chunk({}, _FINISH.get(stop_reason, "stop"))) if stop_reason else None
+            return Chunk(self.chunk({}, FINISH_REASONS.get(stop_reason, "stop"))) if stop_reason else None
         if kind == "message_stop":
             prompt = _prompt_tokens(self.input)
             data = self.chunk({})
