@@ -23,9 +23,9 @@ price of a time to first token equal to the cheap model's whole answer plus its 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from .calls import Call, Outcome, call_once
 from .config import CascadeConfig, ModelEntry
@@ -43,6 +43,8 @@ from .policy.cascade import (
 )
 from .providers.base import Chunk, Completion, Provider, Usage
 
+T = TypeVar("T")
+
 
 @dataclass(slots=True)
 class Buffered:
@@ -51,6 +53,17 @@ class Buffered:
     chunks: list[Chunk]
     attempt: Attempt
     usage: Usage
+
+
+@dataclass(slots=True)
+class _Answer(Generic[T]):
+    """One model's answer as the cascade verifies it: the completion, its attempt and usage, and what
+    is handed on if it is accepted (the Completion, or the held chunks of a stream)."""
+
+    completion: dict[str, Any]
+    attempt: Attempt
+    usage: Usage
+    payload: T
 
 
 class Caller(Protocol):
@@ -86,23 +99,14 @@ class Escalation:
     ) -> tuple[Completion | None, list[ModelEntry]]:
         """Verify the answers of the chain's first models; return an accepted one, or (None, the models
         that answer unverified)."""
-        rejections = 0
-        for i, model in enumerate(plan):
-            if answers_unverified(i, len(plan), rejections, self._max_escalations):
-                return None, plan[i:]
-            answered = await self._caller.call(model, body, outcome, request_id)
-            if answered is None:
-                continue  # the model failed: fall back, as without a cascade
-            completion = answered.completion
-            assert completion is not None
-            verdict = await self._verify(model, body, completion.body, outcome, request_id)
-            if verdict.accept:
-                answered.attempt.verified = True  # a label for training: this answer passed the checks
-                outcome.model, outcome.usage, outcome.status = model, completion.usage, "ok"
-                return completion, []
-            self._reject(model, answered.attempt, verdict, outcome)
-            rejections += 1
-        return None, []
+
+        async def answer(model: ModelEntry) -> _Answer[Completion] | None:
+            call = await self._caller.call(model, body, outcome, request_id)
+            if call is None or call.completion is None:
+                return None
+            return _Answer(call.completion.body, call.attempt, call.completion.usage, call.completion)
+
+        return await self._walk(plan, body, outcome, request_id, answer)
 
     async def buffer(
         self,
@@ -114,20 +118,40 @@ class Escalation:
     ) -> tuple[list[Chunk] | None, list[ModelEntry]]:
         """The streamed form of ``complete``: each verified model's stream is read whole and held; an
         accepted one is returned for replay, a rejected one is dropped unseen."""
+
+        async def answer(model: ModelEntry) -> _Answer[list[Chunk]] | None:
+            held = await self._caller.buffer(model, body, features, outcome, request_id)
+            if held is None:
+                return None
+            completion = completion_from_chunks([chunk.data for chunk in held.chunks])
+            return _Answer(completion, held.attempt, held.usage, held.chunks)
+
+        return await self._walk(plan, body, outcome, request_id, answer)
+
+    async def _walk(
+        self,
+        plan: list[ModelEntry],
+        body: dict[str, Any],
+        outcome: Outcome,
+        request_id: str,
+        answer: Callable[[ModelEntry], Awaitable[_Answer[T] | None]],
+    ) -> tuple[T | None, list[ModelEntry]]:
+        """The cascade over ``plan``: each model's answer (None: it failed, so fall back as without a
+        cascade) is verified; the first accepted one is returned, else the models left to answer
+        unverified."""
         rejections = 0
         for i, model in enumerate(plan):
             if answers_unverified(i, len(plan), rejections, self._max_escalations):
                 return None, plan[i:]
-            held = await self._caller.buffer(model, body, features, outcome, request_id)
-            if held is None:
+            answered = await answer(model)
+            if answered is None:
                 continue
-            completion = completion_from_chunks([chunk.data for chunk in held.chunks])
-            verdict = await self._verify(model, body, completion, outcome, request_id)
+            verdict = await self._verify(model, body, answered.completion, outcome, request_id)
             if verdict.accept:
-                held.attempt.verified = True
-                outcome.model, outcome.usage, outcome.status = model, held.usage, "ok"
-                return held.chunks, []
-            self._reject(model, held.attempt, verdict, outcome)
+                answered.attempt.verified = True  # a label for training: this answer passed the checks
+                outcome.model, outcome.usage, outcome.status = model, answered.usage, "ok"
+                return answered.payload, []
+            self._reject(model, answered.attempt, verdict, outcome)
             rejections += 1
         return None, []
 
