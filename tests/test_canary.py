@@ -83,6 +83,92 @@ async def test_an_equal_canary_is_never_rolled_back(seed: int) -> None:
     assert status["counts"]["canary"]["requests"] == 3000 and not any(c["breached"] for c in status["checks"])
 
 
+async def _run_with_labels(
+    guard: Canary, rng: random.Random, *, loss: dict[str, float], score: dict[str, float], n: int
+) -> tuple[int | None, object]:
+    """Both arms answer ``n`` requests each, equal in escalations and errors; a third of the answers get
+    a judged verdict (lost with probability ``loss[arm]``) and a third a 0/1 feedback score (1 with
+    probability ``score[arm]``). The request at which the guard rolled the canary back, and its check."""
+    for i in range(1, n + 1):
+        for arm in ("stable", "canary"):
+            check = await guard.observe(row(arm, escalated=rng.random() < 0.1))
+            if check is not None:
+                return i, check
+            if rng.random() < 1 / 3:
+                await guard.observe_verdict(
+                    arm, "loss" if rng.random() < loss[arm] else rng.choice(["win", "tie"])
+                )
+            if rng.random() < 1 / 3:
+                await guard.observe_feedback(arm, float(rng.random() < score[arm]))
+    return None, None
+
+
+async def test_a_canary_the_judge_finds_worse_is_rolled_back_once_it_has_enough_labels() -> None:
+    guard = canary(MemoryState(), guard={"escalation_rate": None, "error_rate": None, "min_labels": 60})
+    at, check = await _run_with_labels(
+        guard,
+        random.Random(3),
+        loss={"stable": 0.10, "canary": 0.45},
+        score={"stable": 0.8, "canary": 0.8},
+        n=2000,
+    )
+    assert at is not None and 100 <= at <= 400, at  # past min_samples and ~60 verdicts, not long after
+    assert check.metric == "judge_losses" and check.breached  # type: ignore[attr-defined]
+    assert "of " in str(check) and await guard.flag() == ROLLED_BACK
+    figures = (await guard.status())["arms"]
+    assert figures["canary"]["judge_loss_rate"] > figures["stable"]["judge_loss_rate"] + 0.2
+
+
+async def test_a_canary_whose_feedback_falls_is_rolled_back() -> None:
+    guard = canary(
+        MemoryState(), guard={"escalation_rate": None, "error_rate": None, "judge_loss_rate": None}
+    )
+    at, check = await _run_with_labels(
+        guard,
+        random.Random(4),
+        loss={"stable": 0.1, "canary": 0.1},
+        score={"stable": 0.85, "canary": 0.5},
+        n=2000,
+    )
+    assert at is not None and at <= 400, at
+    assert check.metric == "feedback" and check.breached  # type: ignore[attr-defined]
+    assert "canary mean 0." in str(check)
+    figures = (await guard.status())["arms"]
+    assert figures["canary"]["feedback_mean"] < figures["stable"]["feedback_mean"] - 0.2
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_equal_labels_never_roll_a_canary_back(seed: int) -> None:
+    guard = canary(MemoryState())
+    at, check = await _run_with_labels(
+        guard,
+        random.Random(seed),
+        loss={"stable": 0.3, "canary": 0.3},
+        score={"stable": 0.7, "canary": 0.7},
+        n=3000,
+    )
+    assert at is None, check
+    status = await guard.status()
+    assert {c["metric"] for c in status["checks"]} == {"escalated", "errors", "judge_losses", "feedback"}
+    assert status["arms"]["canary"]["judged"] > 800 and status["arms"]["canary"]["feedback"] > 800
+
+
+async def test_label_checks_wait_for_min_labels_in_both_arms() -> None:
+    guard = canary(MemoryState(), min_samples=10, guard={"min_labels": 30})
+    for _ in range(20):
+        await guard.observe(row("stable"))
+        await guard.observe(row("canary"))
+        await guard.observe_verdict("canary", "loss")  # every canary answer lost, but only 20 verdicts
+        await guard.observe_verdict("stable", "win")
+    assert {c.metric for c in await guard.checks()} == {"escalated", "errors"}
+    assert await guard.flag() == RUNNING
+    for _ in range(10):
+        await guard.observe_verdict("canary", "loss")
+        await guard.observe_verdict("stable", "win")
+    check = await guard.guard()
+    assert check is not None and check.metric == "judge_losses" and await guard.flag() == ROLLED_BACK
+
+
 async def test_assignment_is_sticky_and_splits_by_share() -> None:
     guard = canary(MemoryState(), share=0.2)
     arms = [await guard.arm(f"user-{i}") for i in range(2000)]

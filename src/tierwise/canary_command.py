@@ -53,16 +53,39 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return 0
     print(f"canary {status['canary_version']} beside stable {status['stable_version']}: {status['state']}")
-    print(f"share {status['share']:.0%}, guard from {status['min_samples']} canary requests")
-    for arm, counts in status["counts"].items():
-        n = counts["requests"]
-        rates = ", ".join(f"{m} {counts[m] / n:.1%}" for m in ("escalated", "errors")) if n else "no requests"
-        print(f"  {arm:<7} {int(n):>7} requests: {rates}")
+    print(
+        f"share {status['share']:.0%}, guard from {status['min_samples']} canary requests "
+        f"({status['min_labels']} labels per arm for the judge and feedback checks)"
+    )
+    print(f"  {'arm':<7} {'requests':>8} {'$/request':>10} {'escalated':>9} {'errors':>7} "
+          f"{'judged':>6} {'won':>6} {'lost':>6} {'feedback':>8} {'mean':>5}")  # fmt: skip
+    for arm, f in status["arms"].items():
+        print(
+            f"  {arm:<7} {int(f['requests']):>8} {_num(f['cost_per_request_usd'], '.6f'):>10} "
+            f"{_num(f['escalation_rate'], '.1%'):>9} {_num(f['error_rate'], '.1%'):>7} "
+            f"{int(f['judged']):>6} {_num(f['judge_win_rate'], '.0%'):>6} "
+            f"{_num(f['judge_loss_rate'], '.0%'):>6} "
+            f"{int(f['feedback']):>8} {_num(f['feedback_mean'], '.2f'):>5}"
+        )
+    if not status["checks"]:
+        print(f"  guard   waiting: fewer than {status['min_samples']} canary requests")
     for check in status["checks"]:
         verdict = "BREACHED" if check["breached"] else "ok"
-        print(
-            f"  guard   {check['metric']}: canary {check['canary_rate']:.1%} vs stable "
-            f"{check['stable_rate']:.1%}, difference ≥ {check['lower_limit']:+.1%} "
-            f"(bound {check['bound']:+.1%}): {verdict}"
-        )
+        print(f"  guard   {_check_line(check)}: {verdict}")
     return 0
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _check_line(check: dict[str, Any]) -> str:
+    if check["metric"] == "feedback":
+        return (
+            f"feedback: canary mean {check['canary']:.3f} vs stable {check['stable']:.3f}, lower by "
+            f"≥ {check['lower_limit']:.3f} (bound {check['bound']:.3f})"
+        )
+    return (
+        f"{check['metric']}: canary {check['canary']:.1%} vs stable {check['stable']:.1%}, difference "
+        f"≥ {check['lower_limit']:+.1%} (bound {check['bound']:+.1%})"
+    )

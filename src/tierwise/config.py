@@ -366,10 +366,18 @@ class CanaryGuard(_Frozen):
     """How much worse than the stable policy a canary may be before it is rolled back: each bound is an
     absolute increase of a rate (0.05 = 5 points), tested one-sided at ``confidence`` (the canary is
     rolled back only when even the lower end of its confidence interval is past the bound), and only
-    once the canary has ``min_samples`` requests. None turns a check off."""
+    once the canary has ``min_samples`` requests. None turns a check off.
+
+    Two checks read labels that come later than the answer, so each also waits for ``min_labels``
+    labels in both arms: ``judge_loss_rate``, the increase of the share of judged shadows the routed
+    answer lost (``policy.shadow.judge``), and ``feedback_drop``, the fall of the mean feedback score
+    (0..1, ``POST /v1/feedback``), rolled back when even the upper end of its interval is below it."""
 
     escalation_rate: float | None = Field(default=0.05, gt=0, le=1)  # escalated for quality
     error_rate: float | None = Field(default=0.01, gt=0, le=1)  # failed requests
+    judge_loss_rate: float | None = Field(default=0.05, gt=0, le=1)  # judged worse than the baseline
+    feedback_drop: float | None = Field(default=0.1, gt=0, le=1)  # mean feedback score, 0..1
+    min_labels: int = Field(default=30, ge=10)  # judged shadows / feedback per arm before those checks
     confidence: float = Field(default=0.99, ge=0.5, lt=1)
 
 

@@ -118,6 +118,9 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
     cache_saved = 0.0
     paths: dict[str, Paths] = defaultdict(Paths)
     paths_by_version: dict[str, dict[str, Paths]] = defaultdict(lambda: defaultdict(Paths))
+    by_arm: dict[str, Group] = defaultdict(Group)  # policy.canary: the arm that served each request
+    paths_by_arm: dict[str, Paths] = defaultdict(Paths)
+    arm_versions: dict[str, str] = {}  # policy version → the arm it served as
     for row in rows:
         if row.decision.get("layer") == "shadow":
             shadow_calls += 1
@@ -150,6 +153,11 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
                 downgraded[tenant] += 1
         paths[task].add(row)
         paths_by_version[row.policy_version][task].add(row)
+        arm = row.decision.get("arm")
+        if arm is not None:
+            by_arm[arm].add(row, grade)
+            paths_by_arm[arm].add(row)
+            arm_versions[row.policy_version] = arm
         for attempt in row.attempts:
             if attempt.purpose == "answer" and (attempt.verified or attempt.status == "rejected"):
                 verdicts[attempt.model]["accepted" if attempt.verified else "rejected"] += 1
@@ -203,7 +211,40 @@ def summarize(rows: Iterable[LedgerRow], feedback: Iterable[Feedback] = ()) -> d
             version: {k: p.as_dict() for k, p in sorted(tasks.items())}
             for version, tasks in sorted(paths_by_version.items())
         },
+        "by_arm": _arms(by_arm, paths_by_arm, arm_versions, judged_rows, judged, baseline_cost, n),
+        "arm_by_policy_version": dict(sorted(arm_versions.items())),
     }
+
+
+def _arms(
+    groups: dict[str, Group],
+    paths: dict[str, Paths],
+    versions: dict[str, str],
+    judged_rows: list[LedgerRow],
+    verdicts: dict[str, float],
+    baseline_cost: dict[str, float],
+    total: int,
+) -> dict[str, Any]:
+    """Per canary arm, what the guard watches, from the ledger: cost per request, escalation and error
+    rates, the judged shadows and the clients' feedback; and the policy versions that served it."""
+    judged = _judged(
+        [r for r in judged_rows if r.decision.get("arm") is not None],
+        verdicts,
+        baseline_cost,
+        lambda r: str(r.decision.get("arm")),
+    )
+    out = {}
+    for arm, g in sorted(groups.items()):
+        p = paths[arm].as_dict()
+        out[arm] = {
+            **g.as_dict(total),
+            "policy_versions": sorted(v for v, a in versions.items() if a == arm),
+            "cost_per_request_usd": g.cost_usd / g.requests,
+            "escalated_share": p["escalated_share"],
+            "error_share": p["error_share"],
+            "judged": judged.get(arm),
+        }
+    return out
 
 
 def _judged(
@@ -298,6 +339,20 @@ def render(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{task:<{width}}  {p['requests']:>8}  {p['first_choice_share']:>12.1%}  "
                 f"{p['escalated_share']:>9.1%}  {p['fell_back_share']:>9.1%}  {p['error_share']:>6.1%}"
+            )
+    arms = summary.get("by_arm") or {}
+    if arms:
+        lines += ["", f"{'arm':<7}  {'requests':>8}  {'$/request':>10}  {'escalated':>9}  {'failed':>6}  "
+                  f"{'judged':>6}  {'no worse':>8}  {'graded':>6}  {'score':>5}  policy version"]  # fmt: skip
+        for arm, a in arms.items():
+            j = a["judged"] or {"judged": 0, "no_worse_share": None}
+            no_worse = "—" if j["no_worse_share"] is None else f"{j['no_worse_share']:.0%}"
+            score = "—" if a["mean_score"] is None else f"{a['mean_score']:.2f}"
+            lines.append(
+                f"{arm:<7}  {a['requests']:>8}  {a['cost_per_request_usd']:>10.6f}  "
+                f"{a['escalated_share']:>9.1%}  "
+                f"{a['error_share']:>6.1%}  {j['judged']:>6}  {no_worse:>8}  {a['graded']:>6}  {score:>5}  "
+                f"{', '.join(a['policy_versions'])}"
             )
     for title, key in (
         ("model", "by_model"),

@@ -260,7 +260,12 @@ class Router:
         )
         self.shadow = (
             ShadowSampler(
-                config, self.providers, self.ledger, policy_version=self.engine.version, metrics=self.metrics
+                config,
+                self.providers,
+                self.ledger,
+                policy_version=self.engine.version,
+                metrics=self.metrics,
+                canary=self.canary,
             )
             if config.policy.shadow is not None
             else None
@@ -484,7 +489,7 @@ class Router:
         assert model is not None
         await self._fill(req, completion.body, row.cost_usd)
         if self.shadow is not None:  # after the row: the request's own figures never include it
-            self.shadow.maybe_start(req.id, upstream, model.name, completion.body)
+            self.shadow.maybe_start(req.id, upstream, model.name, completion.body, arm=req.decision.arm)
         return _routed(req, row, completion.body)
 
     async def _served_from_cache(self, req: _Request, hit: CacheHit) -> Routed:
@@ -679,6 +684,8 @@ class Router:
                 )
             feedback = Feedback(request_id=request_id, score=score, ts=time.time(), comment=comment)
             await self.ledger.record_feedback(feedback)
+            if self.canary is not None:
+                await self._count_feedback(row, score)
         except LedgerUnavailable as exc:
             # The details (which store, its error) are for the operator's log and /healthz, not the client.
             raise RequestError(
@@ -689,6 +696,13 @@ class Router:
                 retry_after=exc.retry_after or 1.0,
             ) from None
         return feedback
+
+    async def _count_feedback(self, row: LedgerRow, score: float) -> None:
+        try:
+            assert self.canary is not None
+            await self.canary.observe_feedback(row.decision.get("arm"), score)
+        except Exception:  # the guard is not worth a stored grade; the state store logs its own outages
+            log.exception("canary: counting feedback on %s failed", row.id)
 
     # -- in-process API --
 

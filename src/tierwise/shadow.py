@@ -35,7 +35,8 @@ from .policy.cascade import AgreementVerifier
 from .policy.pairwise import SCORES, Verdict, pairwise_messages, parse_preference, verdict
 from .providers.base import Provider
 
-if TYPE_CHECKING:  # prometheus_client loads only when metrics are on
+if TYPE_CHECKING:  # names for annotations only: prometheus_client loads only when metrics are on
+    from .canary import Canary
     from .metrics import Metrics
 
 log = logging.getLogger("tierwise.shadow")
@@ -53,6 +54,7 @@ class ShadowSampler:
         policy_version: str,
         seed: int | None = None,
         metrics: Metrics | None = None,
+        canary: Canary | None = None,
     ) -> None:
         shadow = config.policy.shadow
         if shadow is None:
@@ -73,21 +75,31 @@ class ShadowSampler:
         self.random = random.Random(seed)  # seed it for a reproducible sample (simulations, tests)
         self._tasks: set[asyncio.Task[None]] = set()
         self._metrics = metrics
+        self._canary = canary  # judged verdicts count toward the arm's guard
 
     def maybe_start(
-        self, request_id: str, body: dict[str, Any], served_model: str, completion: dict[str, Any]
+        self,
+        request_id: str,
+        body: dict[str, Any],
+        served_model: str,
+        completion: dict[str, Any],
+        *,
+        arm: str | None = None,
     ) -> bool:
-        """Start a shadow call for this answered request, if it is sampled; True if one started."""
+        """Start a shadow call for this answered request, if it is sampled; True if one started. ``arm``:
+        the canary arm that served it, whose guard counts the judge's verdict."""
         if served_model == self.model.name or self.random.random() >= self.share:
             return False
         served = reply_text(completion)
         shadow_body = side_call_body(body)
-        task = asyncio.create_task(self._run(request_id, shadow_body, served_model, served))
+        task = asyncio.create_task(self._run(request_id, shadow_body, served_model, served, arm))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _run(self, request_id: str, body: dict[str, Any], served_model: str, served: str) -> None:
+    async def _run(
+        self, request_id: str, body: dict[str, Any], served_model: str, served: str, arm: str | None
+    ) -> None:
         arrived, started = time.time(), time.perf_counter()
         outcome = Outcome()
         try:
@@ -153,6 +165,8 @@ class ShadowSampler:
                         source="judge",
                     )
                 )
+                if self._canary is not None:
+                    await self._canary.observe_verdict(arm, judged)
         except LedgerUnavailable as exc:  # the ledger says so in /healthz and its own log already
             log.warning("shadow label for %s not stored: %s", request_id, exc.message)
         except Exception:  # a label is not worth a crash; the request was answered long ago

@@ -73,3 +73,39 @@ def test_an_equal_canary_keeps_running(tmp_path: Path) -> None:
         assert set(first.values()) == {"stable", "canary"}
     finally:
         stack.close()  # type: ignore[attr-defined]
+
+
+def test_a_canary_its_users_grade_worse_is_rolled_back_by_their_feedback(tmp_path: Path) -> None:
+    # Both arms route alike; only the clients' feedback (POST /v1/feedback) tells the canary is worse.
+    stack = _canary_stack(tmp_path, {})
+    guard = {"escalation_rate": None, "error_rate": None, "min_labels": 10}
+    canary = stack.router.canary
+    assert canary is not None
+    canary.config = canary.config.model_copy(update={"guard": canary.config.guard.model_copy(update=guard)})
+    try:
+        arms = []
+        with openai.OpenAI(base_url=stack.base_url, api_key="k", max_retries=0, timeout=20) as client:
+            for i in range(120):
+                raw = client.chat.completions.with_raw_response.create(
+                    model="auto", messages=CLASSIFY, extra_headers={"x-user": f"user-{i}"}
+                )
+                arm = raw.headers["x-tierwise-canary-arm"]
+                arms.append(arm)
+                score = 0.0 if arm == "canary" else 1.0
+                # The SDK's generic request path: it has no feedback method. A 4xx/5xx would raise.
+                stored = client.post(
+                    "/feedback",
+                    body={"request_id": raw.headers["x-tierwise-request-id"], "score": score},
+                    cast_to=object,
+                )
+                assert stored["score"] == score  # type: ignore[index]
+        assert stack.loop.run(canary.flag()) == ROLLED_BACK
+        assert 20 <= arms.count("canary") <= 20 + CHECK_EVERY  # the first look with enough of both
+        status = stack.loop.run(canary.status())
+        breached = [c for c in status["checks"] if c["breached"]]
+        assert [c["metric"] for c in breached] == ["feedback"] and breached[0]["canary"] == 0.0
+        assert status["arms"]["stable"]["feedback_mean"] == 1.0
+        assert status["arms"]["canary"]["feedback"] >= 10
+        assert status["arms"]["canary"]["cost_per_request_usd"] > 0
+    finally:
+        stack.close()  # type: ignore[attr-defined]

@@ -119,3 +119,56 @@ def test_the_dashboard_api_refuses_a_bad_window(stack: Stack) -> None:
         urllib.request.urlopen(f"{base}/dashboard/api/decisions?since=10&until=5", timeout=5)
     info.value.close()
     assert info.value.code == 400
+
+
+@needs_chromium
+def test_the_dashboard_shows_each_canary_arm_and_its_guard(tmp_path: Path) -> None:
+    # The canary's draft answers always fail a verifier: it escalates every request and is rolled back.
+    never = {"cascade": {"verifiers": [{"kind": "regex", "name": "never", "pattern": "^never$"}]}}
+    s = start_stack(
+        tmp_path,
+        policy={
+            "retry": {"attempts": 1},
+            "canary": {"policy": never, "share": 0.5, "sticky_by": "header:x-user", "min_samples": 10},
+        },
+    )
+    try:
+        with openai.OpenAI(base_url=s.base_url, api_key="k", max_retries=0, timeout=20) as client:
+            for i in range(60):
+                raw = client.chat.completions.with_raw_response.create(
+                    model="auto", messages=CLASSIFY, extra_headers={"x-user": f"user-{i}"}
+                )
+                score = 0.5 if raw.headers["x-tierwise-canary-arm"] == "canary" else 1.0
+                client.post(
+                    "/feedback",
+                    body={"request_id": raw.headers["x-tierwise-request-id"], "score": score},
+                    cast_to=object,
+                )
+        expected = summarize(s.rows(), s.loop.run(s.router.ledger.fetch_feedback(since=0)))
+        assert set(expected["by_arm"]) == {"stable", "canary"}
+        with Browser() as browser:
+            browser.get(s.base_url.removesuffix("/v1") + "/dashboard")
+            browser.wait_for(LOADED)
+
+            def text(selector: str) -> str | None:
+                return browser.run(TEXT, selector)
+
+            assert text("#canary-rollout") == "rolled back"
+            assert "BREACHED" in (text('#guard li[data-metric="escalated"]') or "")
+            for arm, a in expected["by_arm"].items():
+                row = f'#arms tr[data-arm="{arm}"]'
+                assert text(f"{row} .requests") == str(a["requests"])
+                assert text(f"{row} .cost") == f"{a['cost_per_request_usd']:.6f}"
+                assert text(f"{row} .escalated") == f"{a['escalated_share'] * 100:.1f}%"
+                assert text(f"{row} .graded") == str(a["graded"])
+                assert text(f"{row} .score") == f"{a['mean_score']:.2f}"
+            assert text('#arms tr[data-arm="canary"] .escalated') == "100.0%"
+            assert text('#arms tr[data-arm="canary"] .score') == "0.50"
+            arm_cells = "#versions tbody tr td:nth-child(2)"
+            arms = browser.run(
+                f"return [...document.querySelectorAll('{arm_cells}')].map(c => c.textContent)"
+            )
+            assert sorted(arms) == ["canary", "stable"]  # each policy version names its arm
+            browser.screenshot(tmp_path / "canary.png")
+    finally:
+        s.close()

@@ -9,6 +9,9 @@ is one static HTML file with its own script, which draws its charts as SVG. It r
                               per time bucket and tier
 ``/dashboard/api/decisions``  the most recent decisions with their reason trace and policy version,
                               filtered by ``q`` (a substring of id, model, tier, task, rule or reason)
+``/dashboard/api/canary``     the canary's rollout now (``tierwise canary status --json``: state, each
+                              arm's counters from the state store, the guard's checks), or
+                              ``{"configured": false}``
 
 Every endpoint takes ``since`` and ``until`` (unix seconds; by default the last 24 hours). Rows are read
 from the ledger, at most ``MAX_ROWS`` per call, newest kept.
@@ -147,6 +150,13 @@ async def decisions(request: web.Request) -> web.Response:
     return json_response({"decisions": out})
 
 
+async def canary(request: web.Request) -> web.Response:
+    router = request.app[ROUTER]
+    if router.canary is None:
+        return json_response({"configured": False})
+    return json_response({"configured": True, **await router.canary.status()})
+
+
 def add_dashboard(app: web.Application, router: Router) -> None:
     """Serve the dashboard of ``router`` from ``app``."""
     app[ROUTER] = router
@@ -154,3 +164,4 @@ def add_dashboard(app: web.Application, router: Router) -> None:
     app.router.add_get("/dashboard/api/summary", summary)
     app.router.add_get("/dashboard/api/series", series)
     app.router.add_get("/dashboard/api/decisions", decisions)
+    app.router.add_get("/dashboard/api/canary", canary)
