@@ -71,7 +71,13 @@ async def call_once(
     the whole call on top of the provider's own timeouts; ``timeout_setting`` names the setting that
     set it, for the message."""
     attempt = Attempt(
-        model.name, model.provider, "ok", retry=retry, purpose=purpose, template=model.template_id
+        model.name,
+        model.provider,
+        "ok",
+        retry=retry,
+        purpose=purpose,
+        template=model.template_id,
+        started_at=time.time(),
     )
     if outcome is not None:
         outcome.attempts.append(attempt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
@@ -29,6 +30,11 @@ def _serve(args: argparse.Namespace) -> int:
     access = router.config.server.access_log
     if access != "off":  # one JSON line per request on stderr, beside the warnings
         logging.getLogger("tierwise.access").setLevel(logging.INFO if access == "info" else logging.DEBUG)
+    if router.config.server.tracing:
+        from . import tracing
+
+        tracing.install_sdk()  # exporter from OTEL_* environment variables; spans flushed at exit
+        atexit.register(tracing.shutdown)
     app = create_app(router, shutdown_timeout=args.shutdown_timeout)
     loop_factory = None
     try:

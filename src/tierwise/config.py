@@ -501,6 +501,8 @@ class ServerConfig(_Frozen):
     # One JSON line per request on the logger "tierwise.access" at this level: id, key, model, tier,
     # rule, status, latency, cost — never the prompt or a key.
     access_log: Literal["off", "info", "debug"] = "info"
+    # OpenTelemetry spans of every request and its upstream calls (tracing.py; the otel extra).
+    tracing: bool = False
 
 
 class Budget(_Frozen):

@@ -194,7 +194,14 @@ class Dispatcher:
             call = UpstreamCall(model, body, request_id)
             for retry in range(self._retry.attempts):
                 started = time.perf_counter()
-                attempt = Attempt(model.name, model.provider, "ok", retry=retry, template=model.template_id)
+                attempt = Attempt(
+                    model.name,
+                    model.provider,
+                    "ok",
+                    retry=retry,
+                    template=model.template_id,
+                    started_at=time.time(),
+                )
                 held: list[Chunk] = []
                 sent = False
                 usage: Usage | None = None
@@ -297,7 +304,14 @@ class Dispatcher:
 
         async def one_try(retry: int) -> Buffered | ProviderError:
             started = time.perf_counter()
-            attempt = Attempt(model.name, model.provider, "ok", retry=retry, template=model.template_id)
+            attempt = Attempt(
+                model.name,
+                model.provider,
+                "ok",
+                retry=retry,
+                template=model.template_id,
+                started_at=time.time(),
+            )
             chunks: list[Chunk] = []
             usage: Usage | None = None
             chars = 0

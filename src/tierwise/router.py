@@ -57,6 +57,7 @@ from .validation import validate_chat_body, validate_feedback_body
 
 if TYPE_CHECKING:
     from .metrics import Metrics
+    from .tracing import Tracing
 
 T = TypeVar("T")
 
@@ -127,6 +128,7 @@ class _Request:
     dispatcher: Dispatcher | None = None
     cache_key: CacheKey | None = None  # None: not cached (no cache, opted out, sampled, tools …)
     hit: CacheHit | None = None
+    traceparent: str | None = None  # the caller's W3C trace context, when tracing is on
 
 
 @dataclass(slots=True)
@@ -236,6 +238,11 @@ class Router:
             from .metrics import Metrics  # prometheus_client loads only when metrics are on
 
             self.metrics = Metrics()
+        self.tracing: Tracing | None = None
+        if config.server.tracing:
+            from .tracing import Tracing  # opentelemetry loads only when tracing is on
+
+            self.tracing = Tracing()
         self.dispatcher = Dispatcher(config, self.providers, self.state)
         # policy.canary: a second engine (and dispatcher, for its cascade) on a sticky share of traffic.
         self.canary: Canary | None = None
@@ -395,6 +402,8 @@ class Router:
             engine=engine,
             dispatcher=dispatcher,
         )
+        if self.tracing is not None and headers is not None:
+            req.traceparent = headers.get("traceparent")
         if self.cache is not None and await self._look_up(req, headers):
             return req  # nothing more to pay for: no classifier call, no budget reservation
         # The engine uses a classified tier only where it would otherwise take its default, so that is
@@ -619,7 +628,7 @@ class Router:
             key_id=req.key_id,
             prompt=req.body.get("messages") if self._capture_prompts else None,
         )
-        await self._record(row)
+        await self._record(row, req.traceparent)
         # A cache hit says nothing of the arm's routing: its guard counts routed requests only.
         if self.canary is not None and req.decision.arm is not None and req.hit is None:
             try:
@@ -628,11 +637,13 @@ class Router:
                 log.exception("canary: counting request %s failed", row.id)
         return row
 
-    async def _record(self, row: LedgerRow) -> None:
-        """A request's row into the ledger, the metrics and the access log."""
+    async def _record(self, row: LedgerRow, traceparent: str | None = None) -> None:
+        """A request's row into the ledger, the metrics, the access log and its trace."""
         await self.ledger.record(row)
         if self.metrics is not None:
             self.metrics.observe(row)
+        if self.tracing is not None:
+            self.tracing.record(row, traceparent)
         if self._access_level and _ACCESS.isEnabledFor(self._access_level):
             _ACCESS.log(self._access_level, _access_line(row))
 

@@ -33,6 +33,7 @@ class Attempt:
     purpose: str = "answer"
     verified: bool = False  # an answer the cascade's verifiers checked and accepted
     template: str | None = None  # the model's prompt template id (models[].template), if it has one
+    started_at: float | None = None  # unix seconds when the call began (None: skipped, or an older row)
 
 
 @dataclass(slots=True)
