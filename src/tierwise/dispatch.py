@@ -7,9 +7,10 @@ open (see ``CooldownConfig``: a failure ratio judged here by ``breaker.py``, or 
 counted in the state store) is tried only after every healthy model.
 
 Streaming contract: chunks are held back until the first one with content (text, a tool call, a
-finish reason). Until then a failure falls back to the next model invisibly. After it, the client
-has part of one model's answer, so a failure is re-raised for the gateway to end the stream with an
-explicit error event — never a splice of two models' answers, never a clean truncated stream.
+finish reason). Until then a failure falls back to the next model invisibly — and so does a stream
+that ends without one, which is no answer at all. After it, the client has part of one model's
+answer, so a failure is re-raised for the gateway to end the stream with an explicit error event —
+never a splice of two models' answers, never a clean truncated stream.
 
 A decision with ``cascade`` first goes through ``escalation.py``, which verifies the cheap answers
 (buffering streams, so nothing of a rejected answer is sent) and hands back the models left to answer
@@ -30,7 +31,7 @@ from .backoff import backoff_s
 from .breaker import RatioBreaker
 from .calls import Call, Outcome, call_once, charge, elapsed_ms
 from .config import Config, ModelEntry
-from .errors import AttemptFailure, ChainExhausted, ProviderError, UpstreamRateLimited
+from .errors import AttemptFailure, ChainExhausted, ProviderError, UpstreamRateLimited, UpstreamUnavailable
 from .escalation import Buffered, Escalation
 from .features import Features
 from .ledger.base import Attempt
@@ -226,6 +227,8 @@ class Dispatcher:
                                 yield chunk
                             else:
                                 held.append(chunk)
+                    if not sent:
+                        raise _no_answer(model)
                 except ProviderError as exc:
                     _record_failure(attempt, exc, started, outcome)
                     if sent:
@@ -250,8 +253,6 @@ class Dispatcher:
                     raise
                 attempt.latency_ms = _ms(started)
                 outcome.model = model
-                for early in held:  # an answer with no content at all (empty completion)
-                    yield early
                 charge(
                     attempt, model, usage, input_estimate=features.input_tokens, streamed_chars=streamed_chars
                 )
@@ -324,6 +325,8 @@ class Dispatcher:
                             attempt.ttft_ms = _ms(started)
                         chars += _chars(chunk)
                         chunks.append(chunk)
+                if attempt.ttft_ms is None:
+                    raise _no_answer(model)
             except ProviderError as exc:
                 _record_failure(attempt, exc, started, outcome)
                 if attempt.ttft_ms is not None:  # it produced tokens before breaking: they are billed
@@ -356,6 +359,14 @@ class Dispatcher:
         charge(attempt, model, usage, input_estimate=features.input_tokens, streamed_chars=chars)
         outcome.attempts.append(attempt)
         outcome.status = "cancelled"
+
+
+def _no_answer(model: ModelEntry) -> UpstreamUnavailable:
+    """A stream that ended cleanly without any content, tool call or finish reason: no answer at all (a
+    real one, even an empty one, ends with a finish reason), so a failure worth another try."""
+    return UpstreamUnavailable(
+        f"{model.name}: {model.provider} ended its stream without an answer", model=model.name
+    )
 
 
 def _record_failure(attempt: Attempt, exc: ProviderError, started: float, outcome: Outcome) -> None:

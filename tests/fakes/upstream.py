@@ -13,6 +13,7 @@ error bodies. Tests and the benchmark point tierwise (or an official SDK) at ``u
 Standalone, for a benchmark (serves until killed, prints ``listening on URL`` once ready)::
 
     python -m tests.fakes.upstream --port 8001 --kind openai [--reply TEXT] [--delay S] [--chunk-delay S]
+        [--fault-mix 429,500,timeout,reset,cut,malformed,empty --fault-rate 0.3 --seed N --retry-after 1]
 
 API (keyword-only options; every attribute below may be changed while the server runs):
     FakeUpstream(*, kind="openai"|"anthropic", reply="Hello from fake", model=None, delay_s=0.0,
@@ -23,12 +24,23 @@ API (keyword-only options; every attribute below may be changed while the server
     up.fail_next(n, *, status=500, retry_after=None, body=None, headers=None)
     up.fault(None | "500" | "429" | "slow" | "cut_after_first_chunk" | "error_in_stream" | "hang" | "garbage"
              | "random_500", *, rate=1.0, seed=None)
+    up.fault_mix(None | ["429", "500", "timeout", "reset", "cut", "malformed", "empty"], *, rate=0.3,
+                 seed=None, retry_after="1"); up.mix_calls, up.injected (Counter of the kinds sent)
     free_port() -> int; await refused_url(kind="openai") -> str
     openai_error_body(status, message=None), anthropic_error_body(status, message=None): real error bodies
 
 Routes: openai ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` (``embedding_of(text)`` vectors,
 float or base64, ``dimensions`` honoured; prompt tokens are words); anthropic ``POST /v1/messages``; both
-``GET /v1/models``.
+``GET /v1/models``; a control route, ``GET /_fake/faults`` (the mix, its rate, calls and faults injected
+so far) and ``POST /_fake/faults`` with ``{"mix": [...] | null, "rate", "seed", "retry_after"}`` to change
+it while the server runs (a standalone server is in another process).
+
+A fault mix (``fault_mix``) fails a seeded share of requests, each with a kind drawn from the mix, as real
+providers fail: "429" with ``Retry-After``; "500"; "timeout", no answer at all until the client gives up;
+"reset", the connection reset (RST) with no answer; "cut", a stream cut after its first content chunk (a
+JSON answer cut inside its body); "malformed", a 200 whose body (or first stream event) is not JSON;
+"empty", a 200 with an empty body (a stream: its end marker alone, no chunk, no finish reason). The mix
+applies after ``fail_next`` and before a ``fault`` mode.
 
 Behaviour, both kinds:
   * Token counts are words: prompt = words of every message's text (and Anthropic's ``system``),
@@ -60,8 +72,8 @@ import re
 import socket
 import struct
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import orjson
@@ -80,6 +92,9 @@ FAULTS = (
     "random_500",
 )
 SLOW_DEFAULT_S = 10.0  # what "slow" waits when delay_s is 0
+MIX_KINDS = ("429", "500", "timeout", "reset", "cut", "malformed", "empty")
+# Where a request carries the mix's fault to its stream (aiohttp ≥ 3.13 wants typed keys; older, strings).
+_FAULT_KEY: Any = web.RequestKey("fault", str) if hasattr(web, "RequestKey") else "fault"
 
 # Error bodies as the real APIs send them. OpenAI: {"error": {"message", "type", "param", "code"}}.
 _OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {  # status → (type, code, message)
@@ -181,6 +196,8 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 # Errors reported inside a stream that had already started (the HTTP status 200 was sent).
 _OPENAI_STREAM_ERROR = _sse(openai_error_body(500, "The server had an error while processing your request."))
 _ANTHROPIC_STREAM_ERROR = _sse(anthropic_error_body(529), "error")
+# A 200 stream with no answer in it, only the end marker.
+_EMPTY_STREAM = {"openai": b"data: [DONE]\n\n", "anthropic": _sse({"type": "message_stop"}, "message_stop")}
 
 
 # Placeholders in precomputed answers, filled per request (a bytes.replace is far cheaper than
@@ -238,6 +255,12 @@ class FakeUpstream:
         self._fault: str | None = None
         self._fault_rate = 1.0
         self._fault_random = random.Random()
+        self._mix: tuple[str, ...] = ()
+        self._mix_rate = 0.0
+        self._mix_random = random.Random()
+        self.mix_retry_after = "1"
+        self.mix_calls = 0  # requests the mix drew for
+        self.injected: Counter[str] = Counter()  # faults the mix sent, by kind
         self._ids = itertools.count(1)
         self._peers: set[Any] = set()  # (host, port) of each client connection seen
         self._runner: web.AppRunner | None = None
@@ -296,6 +319,104 @@ class FakeUpstream:
         self._fault_rate = rate
         self._fault_random = random.Random(seed)
 
+    def fault_mix(
+        self,
+        kinds: Iterable[str] | None,
+        *,
+        rate: float = 0.3,
+        seed: int | None = None,
+        retry_after: str = "1",
+    ) -> None:
+        """Fail a share ``rate`` of the requests from now on, each with a kind drawn from ``kinds``
+        (see ``MIX_KINDS`` and the module docstring), until ``fault_mix(None)``. Draws come from a
+        generator seeded with ``seed``, in arrival order: the same seed fails the same requests the
+        same way. A "429" carries ``Retry-After: retry_after``. Resets ``mix_calls`` and ``injected``."""
+        chosen = tuple(kinds or ())
+        unknown = [kind for kind in chosen if kind not in MIX_KINDS]
+        if unknown:
+            raise ValueError(f"unknown fault kind {unknown[0]!r}; use some of {', '.join(MIX_KINDS)}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be between 0 and 1, got {rate!r}")
+        self._mix = chosen
+        self._mix_rate = rate
+        self._mix_random = random.Random(seed)
+        self.mix_retry_after = retry_after
+        self.mix_calls = 0
+        self.injected = Counter()
+
+    def _draw_mix(self) -> str | None:
+        """The fault kind for this request, or None to answer it."""
+        self.mix_calls += 1
+        draw, pick = self._mix_random.random(), self._mix_random.randrange(len(self._mix))
+        if draw >= self._mix_rate:
+            return None
+        kind = self._mix[pick]
+        self.injected[kind] += 1
+        return kind
+
+    def _mix_state(self) -> dict[str, Any]:
+        return {
+            "mix": list(self._mix),
+            "rate": self._mix_rate,
+            "retry_after": self.mix_retry_after,
+            "calls": self.mix_calls,
+            "injected": dict(self.injected),
+        }
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self._mix_state())
+
+    async def _set_faults(self, request: web.Request) -> web.Response:
+        try:
+            doc = orjson.loads(await request.read())
+            if not isinstance(doc, dict):
+                raise ValueError("the body must be a JSON object")
+            self.fault_mix(
+                doc.get("mix"),
+                rate=float(doc.get("rate", 0.3)),
+                seed=doc.get("seed"),
+                retry_after=str(doc.get("retry_after", "1")),
+            )
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self._mix_state())
+
+    async def _inject(
+        self, request: web.Request, body: dict[str, Any], kind: str
+    ) -> web.StreamResponse | None:
+        """Send the fault ``kind`` instead of the answer; None when it happens later ("cut" on a stream)."""
+        stream = bool(body.get("stream"))
+        if kind == "429":
+            return self._error(429, headers={"Retry-After": self.mix_retry_after})
+        if kind == "500":
+            return self._error(500)
+        if kind == "timeout":
+            await asyncio.Future()  # cancelled when the client gives up and leaves
+        if kind == "reset":
+            _reset(request)
+            return web.Response()  # never sent: the connection is gone
+        if kind == "cut":
+            if stream:
+                return None
+            # A JSON answer cut inside its body: the headers promise more bytes than ever arrive.
+            partial = b'{"id": "chatcmpl-cut", "object": "chat.completion", "choices": ['
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.content_length = 4 * len(partial)
+            await response.prepare(request)
+            await response.write(partial)
+            request.transport.close()  # type: ignore[union-attr]
+            return response
+        if kind == "malformed":
+            if stream:
+                return web.Response(body=b"data: {this is not json\n\n", content_type="text/event-stream")
+            return web.Response(
+                body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
+            )
+        # "empty": a JSON body of no bytes; a stream of nothing but its end marker
+        if stream:
+            return web.Response(body=_EMPTY_STREAM[self.kind], content_type="text/event-stream")
+        return web.Response(body=b"", content_type="application/json")
+
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self) -> FakeUpstream:
@@ -306,6 +427,8 @@ class FakeUpstream:
         else:
             app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/_fake/faults", self._get_faults)
+        app.router.add_post("/_fake/faults", self._set_faults)
         # handler_cancellation: a hanging handler ends when its client goes away;
         # a short shutdown_timeout: stop() does not wait for hanging handlers.
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1, access_log=None)
@@ -360,6 +483,11 @@ class FakeUpstream:
         if self._failures:
             status, headers, custom = self._failures.popleft()
             return None, self._error(status, body=custom, headers=headers)
+        if self._mix and (kind := self._draw_mix()) is not None:
+            injected = await self._inject(request, body, kind)
+            if injected is not None:
+                return None, injected
+            request[_FAULT_KEY] = kind  # a stream to cut after its first chunk: _send_stream does it
         fault = self._fault
         if fault == "500" or (fault == "random_500" and self._fault_random.random() < self._fault_rate):
             return None, self._error(500)
@@ -436,7 +564,7 @@ class FakeUpstream:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        fault = self._fault
+        fault = "cut_after_first_chunk" if request.get(_FAULT_KEY) == "cut" else self._fault
         if fault in ("cut_after_first_chunk", "error_in_stream"):
             # OpenAI: the role chunk and one content chunk; Anthropic: message_start,
             # content_block_start, ping and one content_block_delta.
@@ -807,6 +935,18 @@ class FakeUpstream:
         return events
 
 
+def _reset(request: web.Request) -> None:
+    """Reset the request's connection: an RST (SO_LINGER 0), as a crashed or overloaded server sends."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 def _fill(template: bytes, fill: dict[bytes, bytes]) -> bytes:
     for placeholder, value in fill.items():
         template = template.replace(placeholder, value)
@@ -824,6 +964,10 @@ async def _serve(args: argparse.Namespace) -> None:
         record=False,
         port=args.port,
     )
+    if args.fault_mix:
+        upstream.fault_mix(
+            args.fault_mix.split(","), rate=args.fault_rate, seed=args.seed, retry_after=args.retry_after
+        )
     async with upstream:
         print(f"listening on {upstream.url}", flush=True)
         await asyncio.Future()
@@ -840,6 +984,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before the response headers")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
     parser.add_argument("--words-per-chunk", type=int, default=1)
+    parser.add_argument(
+        "--fault-mix", default="", help=f"comma-separated fault kinds to inject: {','.join(MIX_KINDS)}"
+    )
+    parser.add_argument("--fault-rate", type=float, default=0.3, help="share of requests failed by the mix")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the fault draws")
+    parser.add_argument("--retry-after", default="1", help="Retry-After of the mix's 429s")
     args = parser.parse_args(argv)
     try:
         import uvloop  # optional: the benchmark measures tierwise, not this server

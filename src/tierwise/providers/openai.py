@@ -29,6 +29,13 @@ def _usage(usage: Any) -> Usage | None:
     )
 
 
+def _has_message(choices: Any) -> bool:
+    """Whether a chat completion's ``choices`` hold an answer: a list with at least one message."""
+    return isinstance(choices, list) and any(
+        isinstance(choice, dict) and isinstance(choice.get("message"), dict) for choice in choices
+    )
+
+
 def _is_done(_event: str, data: bytes) -> bool:
     return data[:6] == b"[DONE]"
 
@@ -67,7 +74,8 @@ class OpenAIProvider:
         body.pop("stream", None)
         body.pop("stream_options", None)  # only valid with stream: true; some servers reject it otherwise
         doc = await self._upstream.post_json(call.model.name, body)
-        if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
+        if not isinstance(doc, dict) or not _has_message(doc.get("choices")):
+            # No choice with a message is no answer (a 200 all the same): worth a retry or a fallback.
             raise self._upstream.body_error(call.model.name, doc)
         return Completion(body=doc, usage=_usage(doc.get("usage")) or Usage())
 
