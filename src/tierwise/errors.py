@@ -32,6 +32,10 @@ from dataclasses import dataclass
 class TierwiseError(Exception):
     """Base class of every error tierwise raises on purpose."""
 
+    # The id of the request whose ledger row records this failure, when it has one: the gateway sends
+    # it as x-tierwise-request-id with the error, so a client can quote the row.
+    request_id: str | None = None
+
 
 class ConfigError(TierwiseError):
     """The configuration is invalid; the message names the field path and what was expected."""

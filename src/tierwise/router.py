@@ -482,6 +482,7 @@ class Router:
             )
         except ChainExhausted as exc:
             await self._log(req, exc.status, str(exc))
+            exc.request_id = req.id
             raise
         except asyncio.CancelledError:
             if self._draining:  # the server is stopping and could not wait: not the client's doing
@@ -534,6 +535,9 @@ class Router:
             first = await anext(chunks)
         except StopAsyncIteration:  # unreachable: dispatch yields at least one chunk or raises
             raise ChainExhausted(req.outcome.failures) from None
+        except TierwiseError as exc:  # logged by _logged_stream: the client may quote its row
+            exc.request_id = req.id
+            raise
         routed = RoutedStream(first, chunks, req.outcome, req.decision, req.features, req.id)
         routed.cache = req.hit.kind if req.hit is not None else None
         return routed

@@ -150,6 +150,23 @@ def test_connection_refused_falls_back(tmp_path: Path) -> None:
         stack.close()
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_error_answer_names_the_request_its_ledger_row_records(tmp_path: Path, stream: bool) -> None:
+    stack = start_stack(tmp_path, refused=("cheap", "backup", "strong"))
+    try:
+        with (
+            openai.OpenAI(base_url=stack.base_url, api_key="k", max_retries=0) as client,
+            pytest.raises(openai.APIStatusError) as info,
+        ):
+            client.chat.completions.create(model="auto", messages=CLASSIFY, stream=stream)
+        assert info.value.status_code in (502, 503)
+        request_id = info.value.response.headers["x-tierwise-request-id"]
+        (row,) = stack.rows()
+        assert row.id == request_id and row.http_status == info.value.status_code and row.status == "error"
+    finally:
+        stack.close()
+
+
 def test_400_from_upstream_is_not_retried(stack: Stack, client: openai.OpenAI) -> None:
     stack.upstreams["cheap"].fail_next(1, status=400)
     client.chat.completions.create(model="auto", messages=CLASSIFY)

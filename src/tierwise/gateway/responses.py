@@ -60,7 +60,9 @@ def error_body(message: str, *, type: str, param: str | None = None, code: str |
 
 
 def error_response(exc: BaseException, *, request_id: str | None = None) -> web.Response:
-    """The OpenAI error JSON for any exception, with the status a client can act on."""
+    """The OpenAI error JSON for any exception, with the status a client can act on, and the request id
+    of its ledger row when it has one."""
+    request_id = request_id or getattr(exc, "request_id", None)
     headers = {"x-tierwise-request-id": request_id} if request_id else None
     if isinstance(exc, RequestError):
         status, body = exc.status, error_body(exc.message, type=exc.type, param=exc.param, code=exc.code)
