@@ -457,7 +457,17 @@ class StorageConfig(_Frozen):
     will take are kept, in ``dead-letter.jsonl``); by default ``<db path>.spill/`` for SQLite and
     ``./tierwise-spill/<host>-<port>-<db>-<table>/`` for PostgreSQL (processes that share one are safe:
     each appends to a segment it alone holds). ``spill_max_bytes`` bounds it (0: no spill; rows the
-    store cannot take are then lost, and counted)."""
+    store cannot take are then lost, and counted).
+
+    ``journal`` (on by default): each row is appended to a journal file in the spill directory (one
+    plain ``write()``, no fsync) before its answer is sent, and dropped once the row is in the store; a
+    process killed before then (SIGKILL, OOM) leaves it, and the next start with the same spill
+    directory — or a living replica sharing it, within 10 s — writes its rows, each once. So a kill
+    loses no answered request's row (a machine crash or power cut can lose the last few seconds, as it
+    can the store's own last commits). Share a spill directory only between processes of one ledger:
+    what one leaves, another writes into its own store. The journal costs about 15–18 µs of CPU per row
+    (``python bench/journal.py``); ``false`` turns it off, and a kill then loses the rows of the answers
+    sent in the last ~50 ms (the write batching) and of any the queue still held."""
 
     ledger: str = "sqlite:///./tierwise.db"
     state: str = "memory://"
@@ -465,6 +475,7 @@ class StorageConfig(_Frozen):
     capture_prompts: bool = False
     spill_dir: str | None = None
     spill_max_bytes: int = Field(default=1 << 30, ge=0)
+    journal: bool = True
 
     @field_validator("ledger")
     @classmethod

@@ -226,6 +226,7 @@ class Router:
                 queue_size=config.storage.ledger_queue,
                 spill_dir=config.storage.spill_dir,
                 spill_max_bytes=config.storage.spill_max_bytes,
+                journal=config.storage.journal,
             )
         )
         self.state: State = state if state is not None else open_state(config.storage.state)

@@ -321,4 +321,10 @@ def test_secrets_never_leak(stack: Stack, client: openai.OpenAI, caplog: pytest.
     assert API_KEY not in repr(rows)
     assert API_KEY not in caplog.text
     db = Path(stack.ledger_url.removeprefix("sqlite:///"))
-    assert API_KEY.encode() not in b"".join(p.read_bytes() for p in db.parent.glob("ledger.db*"))
+    # The database, its WAL, and the journal and spill files beside it.
+    stored = [
+        p
+        for p in db.parent.rglob("*")
+        if p.is_file() and p.relative_to(db.parent).parts[0].startswith("ledger.db")
+    ]
+    assert stored and API_KEY.encode() not in b"".join(p.read_bytes() for p in stored)

@@ -32,9 +32,12 @@ def open_ledger(
     queue_size: int = 10000,
     spill_dir: str | None = None,
     spill_max_bytes: int = SPILL_MAX_BYTES,
+    journal: bool = True,
 ) -> Ledger:
     """The ledger backend for ``url``, not yet started. ``spill_dir``: where rows wait while the store
-    is unavailable (None: derived from ``url``, see SqliteLedger and PostgresLedger)."""
+    is unavailable (None: derived from ``url``, see SqliteLedger and PostgresLedger). ``journal``: each
+    accepted row is first appended to a journal file there, so that a killed process loses none
+    (``_journal.py``)."""
     if url.strip().lower() == "none":
         return NullLedger()
     scheme, sep, rest = url.partition("://")
@@ -45,7 +48,11 @@ def open_ledger(
                 "storage.ledger: a SQLite URL is sqlite:///relative/path.db or sqlite:////absolute/path.db"
             )
         return SqliteLedger(
-            rest[1:], queue_size=queue_size, spill_dir=spill_dir, spill_max_bytes=spill_max_bytes
+            rest[1:],
+            queue_size=queue_size,
+            spill_dir=spill_dir,
+            spill_max_bytes=spill_max_bytes,
+            journal=journal,
         )
     if scheme in ("postgresql", "postgres") and sep:
         try:
@@ -57,7 +64,11 @@ def open_ledger(
         from .postgres import PostgresLedger
 
         return PostgresLedger(
-            url, queue_size=queue_size, spill_dir=spill_dir, spill_max_bytes=spill_max_bytes
+            url,
+            queue_size=queue_size,
+            spill_dir=spill_dir,
+            spill_max_bytes=spill_max_bytes,
+            journal=journal,
         )
     # Only the scheme is echoed: the rest of the URL may carry a password.
     got = f"unsupported scheme '{scheme}://'" if sep else "not a URL"

@@ -19,6 +19,11 @@ alone) and writes the batch. When a write fails, what happens depends on why (``
 So no row holds back another, an outage never blocks a request, and ``close`` during an outage leaves
 every accepted row in the spill, which the next ``start`` with the same spill directory writes. Only a
 full spill (``spill_max_bytes``) loses rows: counted, and logged at ERROR.
+
+With ``journal`` on (the default), ``record`` also appends the row to this process's journal
+(``_journal.py``) before queueing it, so a process killed without ``close`` (SIGKILL, OOM) loses no
+row it had accepted: the next ``start`` with the same spill directory (or a living process sharing it)
+finds the journal and replays it like a spill segment.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import orjson
 from ..backoff import backoff_s
 from ..errors import LedgerUnavailable
 from . import _rows
+from ._journal import ADOPT_EVERY_S, Journal, adopt
 from ._spill import Segment, Spill
 from .base import LedgerHealth, LedgerRow
 
@@ -91,6 +97,7 @@ class WriteBehindLedger:
         queue_size: int = 10000,
         spill_dir: str | os.PathLike[str],
         spill_max_bytes: int = SPILL_MAX_BYTES,
+        journal: bool = True,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"ledger: queue_size must be at least 1, got {queue_size}")
@@ -103,6 +110,12 @@ class WriteBehindLedger:
         self._hurry = asyncio.Event()  # set by flush()/close(): write what is queued now
         self.spill_dir = Path(spill_dir)
         self._spill = Spill(self.spill_dir, max_bytes=spill_max_bytes)
+        self._journal = Journal(self.spill_dir) if journal else None
+        # Rows put on the queue, and how many of them (oldest first) are written or set aside: a sealed
+        # journal part is retired once every row queued before its seal is.
+        self._queued = 0
+        self._settled = 0
+        self._adopt_at = 0.0  # monotonic time of the next look for journals killed processes left
         self._opened = False  # _open succeeded
         self._down = False  # the store's last answer was an availability error
         self._failures = 0  # availability errors in a row
@@ -172,6 +185,7 @@ class WriteBehindLedger:
             raise RuntimeError("ledger is closed")
         if self._writer is not None:
             return
+        self._adopt_journals()
         self._spill.scan()
         if not await self._connect(at_start=True):
             log.warning(
@@ -185,15 +199,41 @@ class WriteBehindLedger:
         self._writer.add_done_callback(_report_writer_crash)
 
     async def record(self, row: LedgerRow) -> None:
-        """Accept a row for writing. Never waits on the store: a full queue sends the row to the spill."""
+        """Accept a row for writing. Never waits on the store: a full queue sends the row to the spill.
+        With the journal on, the row is in this process's journal file when this returns (one
+        ``write()``, no fsync): a kill of the process from then on does not lose it."""
         if self._closed:
             raise RuntimeError("ledger is closed")
         if self._writer is None:
             raise RuntimeError("ledger is not started: await start() first")
+        if self._journal is not None:
+            self._journal_row(row)
         try:
             self._queue.put_nowait(row)
         except asyncio.QueueFull:
             self._set_aside([row])
+        else:
+            self._queued += 1
+
+    def _journal_row(self, row: LedgerRow) -> None:
+        assert self._journal is not None
+        try:
+            line = _rows.row_to_json(row)
+        except Exception:  # JSON cannot hold it: the writer dead-letters it, and no replay could help
+            return
+        try:
+            self._journal.append(line)
+        except OSError as exc:
+            # The row is still queued: only a kill before it is written would lose it.
+            self._log_limited(
+                "journal",
+                logging.ERROR,
+                "ledger: cannot journal rows in %s (%s: %s); they are queued, but a kill of this process "
+                "before they are written would lose them",
+                self.spill_dir,
+                type(exc).__name__,
+                exc,
+            )
 
     async def flush(self) -> None:
         """Wait until every row accepted so far is durably written: in the store, or in the spill while
@@ -233,6 +273,8 @@ class WriteBehindLedger:
                 if row is not None:
                     left.append(row)
             self._set_aside(left)
+        if self._journal is not None:
+            await self._journal.close()  # every accepted row is written or spilled (or counted lost) now
         if self._segment is not None:
             self._segment.release()  # its .pos says how far it was written
             self._segment = None
@@ -319,9 +361,12 @@ class WriteBehindLedger:
                 left, self._inflight = self._inflight, []
                 with contextlib.suppress(Exception):
                     self._set_aside(left)
+                self._settle(len(left))
                 await asyncio.sleep(self.RETRY_CAP_S)
 
     async def _write_step(self) -> None:
+        if time.monotonic() >= self._adopt_at:
+            self._adopt_journals()
         if self._replay_pending() and (not self._down or time.monotonic() >= self._retry_at):
             await self._replay_step()
             batch = self._take_queued()
@@ -329,7 +374,9 @@ class WriteBehindLedger:
             await self._probe()
             return
         else:
-            batch = await self._take(self._retry_at - time.monotonic() if self._down else None)
+            # Idle, it still wakes to look for journals killed neighbours left (ADOPT_EVERY_S).
+            wake_at = self._retry_at if self._down else self._adopt_at
+            batch = await self._take(wake_at - time.monotonic())
         if batch:
             try:
                 await self._handle(batch)
@@ -339,6 +386,8 @@ class WriteBehindLedger:
         if self._spill.dirty:
             await self._spill.sync()
             await self._spill.seal_if_large()
+        if self._journal is not None:
+            await self._journal.drop_retired()
 
     async def _take(self, timeout: float | None) -> list[LedgerRow]:
         """Wait for a row (at most ``timeout`` seconds), linger for more, and take up to BATCH_SIZE."""
@@ -364,13 +413,43 @@ class WriteBehindLedger:
                 await asyncio.wait_for(self._hurry.wait(), LINGER_S)
         if not self._closed:
             self._hurry.clear()
+        self._seal_journal()
         self._fill(batch)
         return batch
 
     def _take_queued(self) -> list[LedgerRow]:
         batch: list[LedgerRow] = []
+        self._seal_journal()
         self._fill(batch)
         return batch
+
+    def _seal_journal(self) -> None:
+        # Just before taking rows off the queue: rows recorded from now on go to a part of their own,
+        # so that this one can be retired once what is queued now is written.
+        if self._journal is not None:
+            self._journal.seal(self._queued)
+
+    def _settle(self, rows: int) -> None:
+        """The next ``rows`` queued rows (oldest first) are written, spilled or dead-lettered."""
+        self._settled += rows
+        if self._journal is not None:
+            self._journal.retire(self._settled)
+
+    def _adopt_journals(self) -> None:
+        """Turn the journals of processes killed without closing their ledger into spill segments."""
+        self._adopt_at = time.monotonic() + ADOPT_EVERY_S
+        found = adopt(self.spill_dir, self._journal)
+        if not found:
+            return
+        for path, size in found:
+            self._spill.add(path, size)
+        log.warning(
+            "ledger: %d bytes of rows journaled by a process that stopped without closing its ledger "
+            "(killed?) found in %s; writing them into %s",
+            sum(size for _, size in found),
+            self.spill_dir,
+            self._store_name,
+        )
 
     def _fill(self, batch: list[LedgerRow]) -> None:
         queue = self._queue
@@ -399,6 +478,7 @@ class WriteBehindLedger:
             left = await self._store(batch)
         self._set_aside(left)
         self._inflight = []
+        self._settle(len(batch))
 
     async def _probe(self) -> None:
         if not self._opened:

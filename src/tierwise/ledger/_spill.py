@@ -2,7 +2,9 @@
 
 A directory, created when first needed and readable by its owner only (rows may hold prompts), of
 append-only segment files ``spill-<ns>-<pid>.jsonl``, one row a line (``_rows.row_to_json``), and
-``dead-letter.jsonl``: rows no store will take as they are, each with its error and the time.
+``dead-letter.jsonl``: rows no store will take as they are, each with its error and the time. The
+journal's parts (``journal-<ns>-<pid>.jsonl``, ``_journal.py``) live beside them; one a killed process
+left becomes a segment here (``add``).
 
 A process appends to its own open segment and holds an exclusive ``flock`` on it the whole time. A
 closed segment (sealed for replay, or left by a process that stopped or died) is replayed by whichever
@@ -60,6 +62,13 @@ class Spill:
                 size = path.stat().st_size
                 self._closed[path] = size
                 self.bytes += size
+
+    def add(self, path: Path, size: int) -> None:
+        """Count a closed segment made in the directory by other means (a journal a killed process left,
+        renamed into a segment), to replay it."""
+        if path not in self._closed:
+            self._closed[path] = size
+            self.bytes += size
 
     def append(self, lines: list[bytes]) -> int:
         """Append whole lines, as many as fit under ``max_bytes``; return how many. Raises OSError

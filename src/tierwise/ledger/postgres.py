@@ -75,6 +75,7 @@ class PostgresLedger(WriteBehindLedger):
         table: str = "tierwise_requests",
         spill_dir: str | None = None,
         spill_max_bytes: int = SPILL_MAX_BYTES,
+        journal: bool = True,
     ) -> None:
         if not _TABLE_NAME.fullmatch(table):
             raise ValueError(
@@ -84,6 +85,7 @@ class PostgresLedger(WriteBehindLedger):
             queue_size=queue_size,
             spill_dir=spill_dir if spill_dir is not None else _default_spill_dir(url, table),
             spill_max_bytes=spill_max_bytes,
+            journal=journal,
         )
         self._url = url  # may hold a password: never logged or shown, see self.where
         self._password = urlsplit(url).password

@@ -89,9 +89,10 @@ _UNAVAILABLE = ("locked", "busy", "disk i/o error", "unable to open", "disk is f
 
 class SqliteLedger(WriteBehindLedger):
     """Ledger in one SQLite file. Reads (``fetch``, ``count``, ``get``, ``fetch_feedback``) use their
-    own read-only connection and work without ``start``; a path whose file does not exist yet holds no
-    rows. ``record_feedback`` needs ``start``: it writes through the writer's connection. Rows wait in
-    ``spill_dir`` (default ``<path>.spill``) while the file cannot be written."""
+        own read-only connection and work without ``start``; a path whose file does not exist yet holds no
+        rows. ``record_feedback`` needs ``start``: it writes through the writer's connection. Rows wait in
+        ``spill_dir`` (default ``<path>.spill``) while the file cannot be written; the journal (``journal``,
+    see ``_journal.py``) lives there too."""
 
     # A busy file is waited on for 5 s (busy_timeout) before SQLite says it is locked: let it say so,
     # rather than give up first and leave a feedback to commit after its caller was told it failed.
@@ -104,11 +105,13 @@ class SqliteLedger(WriteBehindLedger):
         queue_size: int = 10000,
         spill_dir: str | None = None,
         spill_max_bytes: int = SPILL_MAX_BYTES,
+        journal: bool = True,
     ) -> None:
         super().__init__(
             queue_size=queue_size,
             spill_dir=spill_dir if spill_dir is not None else f"{path}.spill",
             spill_max_bytes=spill_max_bytes,
+            journal=journal,
         )
         self.path = path
         self._store_name = f"SQLite at {path}"
