@@ -44,7 +44,12 @@ async def test_sigterm_under_load_keeps_every_answered_row(tmp_path: Path) -> No
 
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             tasks = [asyncio.create_task(one(http)) for _ in range(150)]
-            await asyncio.sleep(0.15)
+            # Stop it once requests are in flight upstream (a fixed sleep could come before the gateway
+            # has read any on a busy machine); each takes 0.3 s there, so many are still running.
+            for _ in range(200):
+                if len(upstream.requests) >= 20:
+                    break
+                await asyncio.sleep(0.01)
             proc.send_signal(signal.SIGTERM)
             late = [asyncio.create_task(one(http)) for _ in range(50)]
             answered = [r for r in await asyncio.gather(*tasks, *late) if r]
