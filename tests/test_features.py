@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from tierwise import features
+from tierwise.arena_data import load_arena
 from tierwise.errors import RequestError
 from tierwise.features import FEATURE_NAMES, TASKS, extract_features, parse_hints
 from tierwise.messages import content_text
@@ -145,3 +149,50 @@ def test_multi_part_text_is_joined_by_newlines_everywhere() -> None:
     features = extract_features({"messages": [{"role": "user", "content": content}]})
     assert features.text == "Summarize\nthis" == content_text(content)
     assert features.has_images and features.task == "summarize"
+
+
+# Every pattern word and phrase the gated searches know, near misses, and non-ASCII neighbours.
+_SPLICED = (
+    "def(", "class Foo:", "return x;", "let x =", "console.log", "#include", "create table", "c++", "c#",
+    "f#", "stack trace", "stacktrace", "unit test", "apis", "codes", "declassify", "functional", "1 + 2",
+    "3*4", "5 = 5", "\\frac", "∫", "π", "how many", "percentage", "step-by-step", "first do this then",
+    "think carefully", "trade-off", "tradeoffs", "pros and cons", "analyse", "logical", "implications",
+    "why?", "tl;dr", "sum up", "key points", "into french", "translation", "label this", "which category",
+    "is this spam", "pull out", "find all", "list every", "named entity", "extracted", "parser", "reformat",
+    "format as", "convert this file to", "json", "rewrite it as", "as a markdown table", "bullet list",
+    "what is",
+)  # fmt: skip
+
+
+def _spliced_texts(texts: list[str], count: int) -> list[str]:
+    rng = random.Random(7)
+    out = []
+    for _ in range(count):
+        text = list(rng.choice(texts)[: rng.randint(0, 700)])
+        for _ in range(rng.randint(1, 4)):
+            word = rng.choice(_SPLICED)
+            word = word.capitalize() if rng.random() < 0.3 else word
+            at = rng.randint(0, len(text))
+            before, after = rng.choice(["", " ", "\n", "—", "é", "_"]), rng.choice(["", " ", "(", "é", "s"])
+            text[at:at] = before + word + after
+        out.append("".join(text).lower())
+    return out
+
+
+def test_word_gates_skip_only_searches_that_cannot_match() -> None:
+    """The gated searches give what the plain patterns give, on the arena prompts and on texts with
+    the patterns' words spliced in anywhere (cut mid-word, glued to accents and underscores)."""
+    prompts = [q.prompt for q in load_arena().questions]
+    texts = [p.lower() for p in prompts] + _spliced_texts(prompts, 3000)
+    gates = [features._CODE, features._MATH, features._MULTI_STEP, features._REASONING]
+    gates += [gate for _, gate in features._INSTRUCTION_GATES]
+    matched = 0
+    for text in texts:
+        for head in (text, text[:300]):
+            words = features._words(head)
+            assert words == set(features._WORDS.findall(head))
+            for gate in gates:
+                plain = gate.pattern.search(head) is not None
+                assert gate.search(head, words) == plain, (gate.pattern.pattern[:40], head)
+                matched += plain
+    assert matched > 3000  # the spliced words did make the patterns match

@@ -134,6 +134,93 @@ _RE_QUESTION = re.compile(
     r"^\s*(?:what|who|whom|when|where|which|how|is|are|does|do|can|could|should|was|were|define)\b|\?\s*$",
 )
 
+# Python's regex engine tries every alternative of a ``\b(?:word|word|…)`` at every position, which made
+# the searches above most of a request's routing time (~100 µs for a 300-character prompt). Each one is
+# therefore gated by a condition that every match implies: one of its words as a whole word of the text
+# (a match of ``\bword\b`` is a maximal run of word characters, i.e. one of ``_WORDS``), or one of its
+# literal pieces in the text. A text that fails the gate cannot match, so the search is skipped; the
+# results are those of the plain searches (tests/test_features.py checks that on the arena prompts).
+_WORDS = re.compile(r"\w+")
+# ASCII text: every byte that is not a word character becomes a space, and split() gives the same words
+# as _WORDS.findall, several times faster.
+_ASCII_NON_WORD = bytes(c if chr(c).isalnum() or c == 0x5F else 0x20 for c in range(128)) + b" " * 128
+
+
+def _words(text: str) -> set[str]:
+    """The maximal runs of word characters (``\\w+``) in ``text``."""
+    if text.isascii():
+        return set(text.encode("ascii").translate(_ASCII_NON_WORD).decode("ascii").split())
+    return set(_WORDS.findall(text))
+
+
+@dataclass(frozen=True, slots=True)
+class _Gated:
+    """A pattern, and what any match of it needs: one of ``words`` among the text's words, or a match
+    of ``pieces`` (its literal pieces, one search) in the text."""
+
+    pattern: re.Pattern[str]
+    words: frozenset[str]
+    pieces: re.Pattern[str] | None = None
+
+    def search(self, text: str, words: set[str]) -> bool:
+        if words.isdisjoint(self.words) and (self.pieces is None or self.pieces.search(text) is None):
+            return False
+        return self.pattern.search(text) is not None
+
+
+def _gate(pattern: re.Pattern[str], words: str, pieces: tuple[str, ...] = ()) -> _Gated:
+    literal = re.compile("|".join(map(re.escape, pieces))) if pieces else None
+    return _Gated(pattern, frozenset(words.split()), literal)
+
+
+_CODE = _gate(
+    _RE_CODE,
+    # the first alternative's keywords (#include: "include"; console.log: "console"; create table: "create")
+    "def class import return function const let var public private static void fn impl struct select "
+    "insert update create include console printf println "
+    # the second's (stack trace: "stack" or "stacktrace"; unit test: "unit")
+    "python javascript typescript java rust golang kotlin swift php ruby bash sql regex html css react "
+    "django flask numpy pandas api code script program compile debug bug stack stacktrace exception "
+    "refactor unit "
+    # c++, c#, f#: a lone "c" or "f"
+    "c f",
+)
+_MATH = _gate(
+    _RE_MATH,
+    "solve equation integral derivative probability prove theorem calculate compute arithmetic algebra "
+    "geometry polynomial matrix logarithm factorial percent percentage how",
+    # an operator between digits, a LaTeX command, a math symbol
+    ("-", "+", "*", "/", "^", "×", "÷", "=", "\\", "∫", "∑", "√", "π", "≤", "≥", "≠"),
+)
+_MULTI_STEP = _gate(
+    _RE_MULTI_STEP,
+    "step first think plan design architect trade tradeoff tradeoffs pros compare",
+)
+_REASONING = _gate(
+    _RE_REASONING,
+    "why explain analyse analyze reason evaluate critique argue justify infer deduce riddle puzzle logic "
+    "logical implication implications strategy decide recommend",
+)
+_INSTRUCTION_GATES: tuple[tuple[str, _Gated], ...] = tuple(
+    (task, _gate(pattern, words, pieces))
+    for (task, pattern), (words, pieces) in zip(
+        _INSTRUCTIONS,
+        (
+            ("summarise summarize summary tl tldr sum condense key recap", ()),
+            (
+                "translate translation english french german spanish italian portuguese chinese japanese "
+                "korean russian arabic hindi dutch",
+                (),
+            ),
+            ("classify categorise categorize sentiment label category spam positive negative toxic", ()),
+            # no \b at its end: "extracted", "parser" match too
+            ("pull find list named", ("extract", "parse")),
+            ("reformat format convert rewrite json csv yaml markdown bullet", ()),
+        ),
+        strict=True,
+    )
+)
+
 
 def _snippet(text: str) -> str:
     if len(text) <= _HEAD + _TAIL:
@@ -142,13 +229,28 @@ def _snippet(text: str) -> str:
 
 
 def _infer_task(
-    last_user: str, system: str, *, has_code: bool, has_math: bool, json_mode: bool, short: bool
+    last_user: str,
+    system: str,
+    *,
+    has_code: bool,
+    has_math: bool,
+    json_mode: bool,
+    short: bool,
+    user_words: set[str] | None = None,
+    system_words: set[str] | None = None,
 ) -> str:
-    """``last_user`` and ``system`` are lower-cased snippets; ``short``: the full message is short."""
+    """``last_user`` and ``system`` are lower-cased snippets; ``short``: the full message is short.
+    ``user_words`` and ``system_words``, when known, are their words (see ``_words``)."""
     head = last_user[:_INSTRUCTION_HEAD]
     system_head = system[:_INSTRUCTION_HEAD]
-    for task, pattern in _INSTRUCTIONS:
-        if pattern.search(head) or (system_head and pattern.search(system_head)):
+    # The words of the heads themselves: a word cut at the head's end is a different word.
+    head_words = user_words if user_words is not None and head == last_user else _words(head)
+    if not system_head:
+        system_words = set()
+    elif system_words is None or system_head != system:
+        system_words = _words(system_head)
+    for task, gated in _INSTRUCTION_GATES:
+        if gated.search(head, head_words) or (system_head and gated.search(system_head, system_words)):
             return task
     if has_code:
         return "code"
@@ -156,7 +258,7 @@ def _infer_task(
         return "math"
     if json_mode:
         return "extract"
-    if _RE_REASONING.search(head):
+    if _REASONING.search(head, head_words):
         return "reasoning"
     if short and _RE_QUESTION.search(last_user[-200:] if len(last_user) > 200 else last_user):
         return "qa"
@@ -252,6 +354,8 @@ def extract_features(body: Mapping[str, Any], hints: Mapping[str, Any] | None = 
     has_code = has_math = has_images = multi_step = False
     last_user = ""
     user_lower = system_lower = ""  # lower-cased snippets the classifiers read
+    user_words: set[str] = set()
+    system_words: set[str] | None = None
     system = ""
     tool_turns = 0
     for message in messages:
@@ -269,18 +373,19 @@ def extract_features(body: Mapping[str, Any], hints: Mapping[str, Any] | None = 
         if not text:
             continue
         snippet = _snippet(text).lower()
+        words = _words(snippet)
         if role == "user":
-            user_lower = snippet
+            user_lower, user_words = snippet, words
         elif role in ("system", "developer") and not system_lower:
-            system_lower = snippet
-        if not has_code and ("```" in snippet or _RE_CODE.search(snippet)):
+            system_lower, system_words = snippet, words
+        if not has_code and ("```" in snippet or _CODE.search(snippet, words)):
             has_code = True
-        if not has_math and _RE_MATH.search(snippet):
+        if not has_math and _MATH.search(snippet, words):
             has_math = True
         if (
             not multi_step
             and role in ("user", "system", "developer")
-            and (_RE_MULTI_STEP.search(snippet) or len(_RE_NUMBERED.findall(snippet[:_HEAD])) >= 3)
+            and (_MULTI_STEP.search(snippet, words) or len(_RE_NUMBERED.findall(snippet[:_HEAD])) >= 3)
         ):
             multi_step = True
     tools = body.get("tools") or body.get("functions")
@@ -306,6 +411,8 @@ def extract_features(body: Mapping[str, Any], hints: Mapping[str, Any] | None = 
             has_math=has_math,
             json_mode=json_mode,
             short=len(last_user) < 400,
+            user_words=user_words,
+            system_words=system_words,
         )
     return Features(
         task=task,

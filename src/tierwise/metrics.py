@@ -15,6 +15,8 @@ served from the response cache are counted apart, in ``tierwise_cache_hits_total
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -124,64 +126,77 @@ class Metrics:
             buckets=_OVERHEAD_BUCKETS,
             registry=r,
         )
+        # Each metric's child per label values, found once: ``labels()`` checks and converts its values
+        # and takes a lock on every call, a few µs each, several times a request. Label values are
+        # bounded (see the module docstring), so this holds as many entries as the registry does.
+        self._children: dict[tuple[Any, tuple[Any, ...]], Any] = {}
+
+    def _child(self, metric: Any, *values: Any) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def observe(self, row: LedgerRow) -> None:
         """Count one ledger row (a request, or a shadow call)."""
         if row.decision.get("layer") == "shadow":
-            self.shadow_calls.labels(row.requested_model, row.status).inc()
+            self._child(self.shadow_calls, row.requested_model, row.status).inc()
             self._attempts(row)
             return
         task = str(row.features.get("task", "?"))
-        self.requests.labels(
-            row.final_model or "none", row.tier or "none", task, row.status, row.policy_version
+        child = self._child
+        child(
+            self.requests, row.final_model or "none", row.tier or "none", task, row.status, row.policy_version
         ).inc()
         path = answer_path(row)
         if path.kind == "escalated":
-            self.escalations.labels(task, path.first_tier, path.final_tier or "none", path.reason).inc()
+            child(self.escalations, task, path.first_tier, path.final_tier or "none", path.reason).inc()
         elif path.kind == "fell_back":
-            self.fallbacks.labels(task, path.first_tier, path.final_tier or "none", path.reason).inc()
+            child(self.fallbacks, task, path.first_tier, path.final_tier or "none", path.reason).inc()
         if row.counterfactual_cost_usd:
-            self.counterfactual.labels(task).inc(row.counterfactual_cost_usd)
+            child(self.counterfactual, task).inc(row.counterfactual_cost_usd)
         cache = row.decision.get("cache")
         if cache:
-            self.cache_hits.labels(cache["hit"]).inc()
-            self.cache_saved.labels(cache["hit"]).inc(cache.get("saved_usd") or 0.0)
+            child(self.cache_hits, cache["hit"]).inc()
+            child(self.cache_saved, cache["hit"]).inc(cache.get("saved_usd") or 0.0)
         upstream_s = self._attempts(row)
         if row.ttft_ms is not None and row.final_model:
-            self.ttft.labels(row.final_model).observe(row.ttft_ms / 1000)
+            child(self.ttft, row.final_model).observe(row.ttft_ms / 1000)
         self.overhead.observe(max(0.0, row.latency_ms / 1000 - upstream_s))
 
     def _attempts(self, row: LedgerRow) -> float:
         """Count a row's attempts; return the seconds they took."""
         upstream_s = 0.0
+        child = self._child
         for attempt in row.attempts:
             if attempt.status == "skipped":
                 continue
             seconds = attempt.latency_ms / 1000
             upstream_s += seconds
             if attempt.status not in _NOT_ERRORS:
-                self.upstream_errors.labels(attempt.provider, attempt.status).inc()
+                child(self.upstream_errors, attempt.provider, attempt.status).inc()
             if attempt.purpose == "answer":
-                self.upstream_latency.labels(attempt.model).observe(seconds)
+                child(self.upstream_latency, attempt.model).observe(seconds)
                 if attempt.verified:
-                    self.verdicts.labels(attempt.model, "accepted", "").inc()
+                    child(self.verdicts, attempt.model, "accepted", "").inc()
                 elif attempt.status == "rejected":
                     verifier = (attempt.error or "").removeprefix("cascade: ").partition(":")[0]
-                    self.verdicts.labels(attempt.model, "rejected", verifier).inc()
+                    child(self.verdicts, attempt.model, "rejected", verifier).inc()
             if attempt.input_tokens:
-                self.tokens.labels(attempt.model, "input").inc(attempt.input_tokens)
+                child(self.tokens, attempt.model, "input").inc(attempt.input_tokens)
             if attempt.output_tokens:
-                self.tokens.labels(attempt.model, "output").inc(attempt.output_tokens)
+                child(self.tokens, attempt.model, "output").inc(attempt.output_tokens)
             if attempt.cost_usd:
-                self.cost.labels(attempt.model, attempt.purpose).inc(attempt.cost_usd)
+                child(self.cost, attempt.model, attempt.purpose).inc(attempt.cost_usd)
         return upstream_s
 
     def observe_shadow_verdict(self, served_model: str, agree: bool) -> None:
-        self.shadow_verdicts.labels(served_model, "agree" if agree else "disagree").inc()
+        self._child(self.shadow_verdicts, served_model, "agree" if agree else "disagree").inc()
 
     def observe_judge_verdict(self, served_model: str, verdict: str) -> None:
         """A judged shadow: the served answer's ``win``, ``tie`` or ``loss`` against the baseline's."""
-        self.judge_verdicts.labels(served_model, verdict).inc()
+        self._child(self.judge_verdicts, served_model, verdict).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

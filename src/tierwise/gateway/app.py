@@ -22,7 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from ..access import Principal
 from ..errors import ProviderError, RequestError, TierwiseError
-from ..providers.base import Chunk
+from ..providers.base import Chunk, chunk_has_content
 from ..router import Routed, RoutedStream, Router
 from ..validation import validate_feedback_body
 from . import admin, anthropic_inbound, auth, responses_inbound
@@ -156,6 +156,102 @@ class Frames(Protocol):
     def end(self) -> bytes: ...
 
 
+class _FrameWriter:
+    """Writes a stream's frames, coalescing those of chunks that arrive together: one read from the
+    upstream often holds several events, and one write per event costs a system call each.
+
+    The frames before the stream's first content are held and go out with it, at once. After that,
+    the first frame after the handler waited is written at once, and the frames that follow it
+    without a wait are held and sent in one write as soon as the handler waits again: a callback
+    queued with ``call_soon`` runs only then. So nothing is held while the handler waits, and a
+    stream whose chunks arrive one by one is written as before. At most ``_LIMIT`` bytes are held;
+    past that the handler waits for the client, the backpressure of a plain write."""
+
+    _LIMIT = 64 * 1024
+
+    __slots__ = ("_content_sent", "_held", "_loop", "_response", "_scheduled", "_sending", "_size")
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self._response = response
+        self._loop = asyncio.get_running_loop()
+        self._held: list[bytes] = []
+        self._size = 0
+        self._scheduled: asyncio.Handle | None = None  # the callback that sends what is held
+        self._sending: asyncio.Task[None] | None = None
+        self._content_sent = False
+
+    async def write(self, frame: bytes, *, content: bool = False) -> None:
+        """Write ``frame``; ``content``: it is the frame of a chunk with content (see
+        ``chunk_has_content``)."""
+        sending = self._sending
+        if sending is not None and sending.done():
+            self._sending = None
+            sending.result()  # a client that went away: raised here, as by a plain write
+            sending = None
+        first_content = content and not self._content_sent
+        if first_content or (self._content_sent and self._scheduled is None and sending is None):
+            self._content_sent = True
+            await self._settle()
+            self._held.append(frame)
+            await self._send()
+            self._scheduled = self._loop.call_soon(self._send_held)
+            return
+        self._held.append(frame)
+        self._size += len(frame)
+        if self._size > self._LIMIT:
+            await self._settle()
+            await self._send()
+        elif self._scheduled is None:
+            self._scheduled = self._loop.call_soon(self._send_held)
+
+    @property
+    def content_sent(self) -> bool:
+        return self._content_sent
+
+    def _send_held(self) -> None:
+        self._scheduled = None
+        if self._held and self._sending is None:
+            self._sending = self._loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            self._size = 0
+            await self._response.write(data)
+
+    async def _settle(self) -> None:
+        """Cancel the queued callback and wait for a write in flight: the caller writes next."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            await sending
+
+    async def end(self, frame: bytes) -> None:
+        """Write what is held and ``frame``, the last of the stream, with the end of the body."""
+        await self._settle()
+        self._held.append(frame)
+        data = b"".join(self._held)
+        self._held.clear()
+        await self._response.write_eof(data)
+
+    def discard(self) -> None:
+        """The stream stops without its end (the client left, or the request was cancelled): drop
+        what is held, and cancel a write in flight rather than let it outlive the request."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        self._held.clear()
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            if not sending.done():
+                sending.cancel()
+            elif not sending.cancelled():
+                sending.exception()  # retrieved: the caller already knows the client is gone
+
+
 class _ChatFrames:
     """``chat.completion.chunk`` data events, ``[DONE]`` at the end."""
 
@@ -201,35 +297,39 @@ async def _stream(
     task = asyncio.current_task()
     assert task is not None
     streams.add(task)
+    writer = _FrameWriter(response)
     try:
         await response.prepare(request)
         async for chunk in iterator:
             frame = frames.chunk(chunk)
             if frame:
-                await response.write(frame)
+                await writer.write(frame, content=not writer.content_sent and chunk_has_content(chunk.data))
     except ProviderError as exc:
         # An explicit error event, and no clean end.
         message = f"upstream stream interrupted after content was sent: {exc.message}"
-        await response.write(frames.error(message, status=502))
-        await response.write_eof()
+        await writer.end(frames.error(message, status=502))
         return response
     except asyncio.CancelledError:
         if not request.app[STOPPING_KEY].is_set() or task.uncancel() > 0:
+            writer.discard()
             await iterator.aclose()  # type: ignore[attr-defined]
             raise
         # Cut by a stop that did not wait for it: the client hears so, rather than a silent truncation.
         await iterator.aclose()  # type: ignore[attr-defined]
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await response.write(frames.error(_CUT_BY_STOP, status=503))
-            await response.write_eof()
+            await writer.end(frames.error(_CUT_BY_STOP, status=503))
+        writer.discard()
         return response
     except ConnectionResetError:
+        writer.discard()
         await iterator.aclose()  # type: ignore[attr-defined]
+        raise
+    except BaseException:
+        writer.discard()
         raise
     finally:
         streams.discard(task)
-    await response.write(frames.end())
-    await response.write_eof()
+    await writer.end(frames.end())
     return response
 
 
