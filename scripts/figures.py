@@ -9,6 +9,8 @@ and the message names the figure, what the report says and what the README says.
 (the two MMLU cross-validations, each about 25 minutes on two cores) are skipped unless ``--all``;
 ``--reuse`` checks against reports already in ``--out`` without running anything. Every run uses
 the CLI's defaults (seed 0, 1,000 bootstrap resamples), so the same command gives the same numbers.
+A run whose plot the README shows (``Run.docs``) writes its report, plot and printed table
+(``table.txt``) to that folder under ``docs/eval/`` instead.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One ``tierwise eval`` invocation (``--out`` and ``--no-plot`` are added)."""
+    """One ``tierwise eval`` invocation (``--out`` and, unless ``docs``, ``--no-plot`` are added)."""
 
     name: str
     args: tuple[str, ...]
     slow: bool = False
+    docs: str | None = None  # the README shows this run's plot: write it here (relative to the repo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +51,7 @@ RUNS: tuple[Run, ...] = (
     Run("mmlu-rules", ("--data", "routellm-mmlu", "--policy", "rules")),
     Run("gsm8k-rules", ("--data", "routellm-gsm8k", "--policy", "rules")),
     Run("mtbench-rules", ("--data", "routellm-mtbench", "--policy", "rules")),
-    Run("arena-rules", ("--data", "arena-bench-v1", "--policy", "rules")),
+    Run("arena-rules", ("--data", "arena-bench-v1", "--policy", "rules"), docs="docs/eval/arena-bench-v1"),
     Run("mmlu-learned", ("--data", "routellm-mmlu", "--policy", "learned", "--cv", "5"), slow=True),
     Run(
         "mmlu-learned-subject",
@@ -79,6 +82,7 @@ RUNS: tuple[Run, ...] = (
     Run(
         "arena-utility",
         ("--data", "arena-bench-v1", "--policy", "utility:examples/arena-fleet.yaml", "--cv", "5"),
+        docs="docs/eval/arena-bench-v1-utility",
     ),
 )
 
@@ -267,6 +271,16 @@ QUOTES += (
         "It saves {} at 95% of GPT-4-1106's quality, the zero router {}, but",
         (("policies/utility/savings_at_95", _PCT1), ("policies/zero-router/savings_at_95", _PCT1)),
     ),
+    Quote(
+        "arena-utility",
+        "for 95% of GPT-4-1106's quality it keeps {} of it on the test folds, for ${} per 1k requests "
+        "against ${}.",
+        (
+            ("ratio:policies/utility/quality:policies/always-strongest/quality", _PCT1),
+            ("policies/utility/cost_per_1k_usd", _C2),
+            ("policies/always-strongest/cost_per_1k_usd", _C2),
+        ),
+    ),
 )
 
 
@@ -322,16 +336,24 @@ def check(quote: Quote, reports: dict[str, dict[str, Any]], readme: str) -> list
     ] or [f"{quote.run}: expected {rendered!r}"]
 
 
+def run_path(run: Run, out: Path) -> Path:
+    """Where a run's report.json is written: its docs folder, else ``out/run.name``."""
+    return (ROOT / run.docs if run.docs else out / run.name) / "report.json"
+
+
 def run_eval(run: Run, out: Path) -> dict[str, Any]:
-    """Run one eval into ``out/run.name`` and return its report."""
-    target = out / run.name
-    command = [sys.executable, "-m", "tierwise.cli", "eval", *run.args, "--no-plot", "--out", str(target)]
+    """Run one eval into ``out/run.name`` (or its docs folder, with the plot) and return its report."""
+    target = run.docs or str(out / run.name)  # a docs folder relative to the repo, as its table says
+    flags = () if run.docs else ("--no-plot",)
+    command = [sys.executable, "-m", "tierwise.cli", "eval", *run.args, *flags, "--out", target]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
+    if run.docs:
+        (ROOT / run.docs / "table.txt").write_text(done.stdout)
     print(f"  {run.name}: {time.perf_counter() - started:.0f} s", flush=True)
-    return json.loads((target / "report.json").read_text())
+    return json.loads(run_path(run, out).read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         if run.slow and not args.all and not only:
             skipped.append(run.name)
             continue
-        path = args.out / run.name / "report.json"
+        path = run_path(run, args.out)
         if args.reuse:
             if not path.exists():
                 problems.append(f"{run.name}: no {path} to reuse")

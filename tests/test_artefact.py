@@ -155,3 +155,74 @@ def test_unknown_reference_model_is_a_config_error(tmp_path: Path) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match="routes against 'gpt-4-1106-preview'"):
         load_learned_router(load_config(path))
+
+
+def _utility_artefact(tmp_path: Path) -> Path:
+    """A small utility-router artefact (``tierwise train --router utility``) on the three-model fixture."""
+    from tests.evals.utility_data import MODELS, write_dataset
+    from tierwise.embeddings import load_wordllama
+    from tierwise.evals.datasets import load_dataset
+    from tierwise.train import FleetModel
+    from tierwise.train_utility import train_utility_router
+
+    fleet = [FleetModel(name, p_in, p_out, name) for name, (p_in, p_out), _ in MODELS]
+    trained = train_utility_router(
+        [load_dataset(str(write_dataset(tmp_path / "t.jsonl")))],
+        fleet,
+        reference="large",
+        embedder=load_wordllama(),
+        candidates=(("ridge", {"alpha": 10.0}),),
+    )
+    return write_artefact(tmp_path / "utility.npz", trained.meta, trained.arrays)
+
+
+def test_a_utility_artefact_is_read_and_its_weight_is_set_by_config(tmp_path: Path) -> None:
+    from tests.evals.utility_data import config_text
+    from tierwise.policy.utility import UtilityRouter
+
+    path = _utility_artefact(tmp_path)
+    meta = read_artefact(path).meta
+    assert meta["router"] == "utility" and meta["family"] == "ridge"
+    assert [m["cost_from"] for m in meta["models"]] == ["tokens"] * 3
+    assert len(meta["training"]["data_sha256"]) == 64 and read_artefact(path).version.startswith("ridge-")
+    routers = {}
+    for name, extra in (("default", ""), ("cheap", ", cost_weight: 1000000"), ("best", ", cost_weight: 0")):
+        config_path = tmp_path / f"{name}.yaml"
+        config_path.write_text(config_text(path, learned=extra))
+        routers[name] = load_learned_router(load_config(config_path))
+    assert isinstance(routers["default"], UtilityRouter)
+    assert routers["default"].cost_weight == meta["default_cost_weight"]
+    assert routers["cheap"].cost_weight == 1e6 and routers["best"].cost_weight == 0
+    body = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "Prove that 7 squared plus 7 is even."}],
+    }
+    from tierwise.features import extract_features
+
+    features = extract_features(body)
+    allowed = [m for m, ok in zip(routers["cheap"].models, routers["cheap"].allowed, strict=True) if ok]
+    assert routers["cheap"].choose(features).model == allowed[0]  # priced out: the cheapest it may choose
+    best = routers["best"].choose(features)
+    quality, _ = routers["best"].predict(features)
+    assert best.score == pytest.approx(max(quality[routers["best"].allowed]))
+    assert not best.uncertain  # no band configured
+    # With λ = 0 every utility is a predicted quality, all within 1 of each other: a band of 1 is unsure.
+    config_path = tmp_path / "unsure.yaml"
+    config_path.write_text(config_text(path, learned=", cost_weight: 0, uncertain_band: 1.0"))
+    assert load_learned_router(load_config(config_path)).choose(features).uncertain
+
+
+def test_a_utility_artefact_refuses_a_gap_threshold_and_the_reverse(tmp_path: Path) -> None:
+    from tests.evals.utility_data import config_text
+
+    path = _utility_artefact(tmp_path)
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(config_text(path, learned=", threshold: 0.1"))
+    with pytest.raises(ConfigError, match=r"policy\.learned\.threshold: .* is a utility router"):
+        load_learned_router(load_config(config_path))
+    text = EXAMPLE.read_text().replace("../src/", str(ROOT / "src") + "/")
+    config_path.write_text(
+        text.replace("{quality_floor: 0.95}", "{quality_floor: 0.95}\n    cost_weight: 0.5")
+    )
+    with pytest.raises(ConfigError, match=r"policy\.learned\.cost_weight: .* gap-threshold router"):
+        load_learned_router(load_config(config_path))

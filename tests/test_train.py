@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,25 @@ def test_default_threshold_is_the_default_target(held_out: tuple) -> None:
     assert trained.meta["default_target"] == {"quality_floor": 0.95}
     calibration = Calibration.from_json(trained.meta["calibration"])
     assert trained.meta["default_threshold"] == threshold_for(calibration, quality_floor=0.95)
+
+
+def test_train_command_writes_a_utility_router_the_route_command_explains(tmp_path: Path) -> None:
+    from tests.evals.utility_data import config_text, write_dataset
+    from tests.harness import run_cli
+
+    data = write_dataset(tmp_path / "t.jsonl")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(config_text())
+    out = tmp_path / "utility.npz"
+    common = ("train", "--router", "utility", "--data", str(data), "--config", str(fleet), "--out", str(out))
+    done = run_cli(*common, "--families", "ridge,knn")
+    assert done.returncode == 0, done.stderr
+    assert "utility ridge" in done.stdout or "utility knn" in done.stdout
+    assert "out-of-fold AIQ" in done.stderr and "λ" in done.stdout
+    routed = tmp_path / "routed.yaml"
+    routed.write_text(config_text(out))
+    explained = run_cli("route", "--config", str(routed), "Prove that 9 squared plus 9 is even.")
+    assert explained.returncode == 0, explained.stderr
+    assert "predicted quality" in explained.stdout and "cost $" in explained.stdout
+    wrong = run_cli(*common, "--families", "linear")
+    assert wrong.returncode == 2 and "none of ridge, knn, cluster, mf, blend" in wrong.stderr

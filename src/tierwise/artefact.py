@@ -5,16 +5,23 @@ JSON document stored in the same file under ``meta.json`` (uint8 bytes, so ``np.
 pickle)::
 
     format, format_version      "tierwise-router", 1
+    router                      "utility" for a quality − λ·cost router (``train_utility.py``,
+                                ``policy/utility.py``); absent for the gap-threshold router
     feature_version             policy.learned.FEATURE_VERSION the model was trained with
     embedding                   the static table it reads (wordllama 0.4.0.post1, l2_supercat, dim)
-    family, params              "linear" | "mlp" | "knn", and the hyper-parameters chosen by inner CV
+    family, params              "linear" | "mlp" | "knn" (a utility router: "ridge" | "knn" |
+                                "cluster" | "mf" | "blend" | "ensemble"), and the hyper-parameters
+                                chosen by inner CV
     models, reference           fleet models (name, dataset model per training set, price) cheapest
                                 first; the index of the strongest, the gaps' reference
     training                    datasets (name, sha256, prompts), data_sha256 of the rows used, counts
     calibration                 threshold → strong share, $/1k requests, quality, relative quality,
                                 measured on out-of-fold predictions of the training data (with a
                                 config that has a cascade: of the whole hybrid, ``calibration_of``
-                                says so; see ``evals/hybrid.py``)
+                                says so; see ``evals/hybrid.py``); a utility router's thresholds
+                                are its λ grid, and it stores each model's cost source (token
+                                counts or recorded USD), which models it may choose, and the cost
+                                λ is measured in (``cost_scale_usd``)
     metrics                     the model-family comparison and out-of-fold APGR/CPT
     arrays_sha256               checked on load: a damaged or edited file is refused
     created, tierwise_version
@@ -90,6 +97,7 @@ def write_artefact(path: str | os.PathLike[str], meta: dict[str, Any], arrays: d
 
 def read_artefact(path: str | os.PathLike[str]) -> Artefact:
     """Read and check an artefact; ConfigError names the file and the problem."""
+    from .policy import utility
     from .policy.learned import FAMILIES, FEATURE_VERSION
 
     path = Path(path)
@@ -117,7 +125,10 @@ def read_artefact(path: str | os.PathLike[str]) -> Artefact:
             f"{path}: trained on features {meta.get('feature_version')!r}, this tierwise computes "
             f"{FEATURE_VERSION!r}: retrain it with tierwise train"
         )
-    if meta.get("family") not in FAMILIES:
+    router = meta.get("router", "gap")
+    if router not in ("gap", "utility"):
+        raise ConfigError(f"{path}: unknown router kind {router!r}: retrain it with tierwise train")
+    if meta.get("family") not in (utility.FAMILIES if router == "utility" else FAMILIES):
         raise ConfigError(f"{path}: unknown model family {meta.get('family')!r}")
     if arrays_sha256(arrays) != meta.get("arrays_sha256"):
         raise ConfigError(f"{path}: the arrays do not match their recorded sha256: the file is damaged")
@@ -125,10 +136,12 @@ def read_artefact(path: str | os.PathLike[str]) -> Artefact:
 
 
 def load_learned_router(config: Config, *, embedder: Any = None) -> Any:
-    """The ``policy.learned`` router of a config: artefact, embeddings, threshold from the target.
+    """The ``policy.learned`` router of a config: artefact, embeddings, threshold (or λ) from the target.
 
-    Fleet models are matched to the artefact's by name, else by ``upstream``; artefact models the fleet
-    lacks are left out. ``embedder`` reuses an already-loaded table (tests, several routers).
+    The artefact says which router it is: the gap-threshold router (``policy.learned.LearnedRouter``)
+    or the utility router (``policy.utility.UtilityRouter``). Fleet models are matched to the
+    artefact's by name, else by ``upstream``; artefact models the fleet lacks are left out.
+    ``embedder`` reuses an already-loaded table (tests, several routers).
     """
     from .policy.learned import Calibration, LearnedRouter, make_scorer, threshold_for
 
@@ -140,6 +153,13 @@ def load_learned_router(config: Config, *, embedder: Any = None) -> Any:
         from .embeddings import load_wordllama
 
         embedder = load_wordllama(dim=int(artefact.meta["embedding"]["dim"]))
+    if artefact.meta.get("router") == "utility":
+        return _utility_router(config, artefact, embedder)
+    if learned.cost_weight is not None:
+        raise ConfigError(
+            f"policy.learned.cost_weight: {learned.artefact} is a gap-threshold router, which has no "
+            "cost weight; set policy.learned.threshold or target, or train one with --router utility"
+        )
     names = [m["name"] for m in artefact.meta["models"]]
     reference_name = names[int(artefact.meta["reference"])]
     by_name = {m.name: m for m in config.models}
@@ -172,4 +192,61 @@ def load_learned_router(config: Config, *, embedder: Any = None) -> Any:
         uncertain_band=learned.uncertain_band,
         version=artefact.version,
         columns=[p[2] for p in present],
+    )
+
+
+def _utility_router(config: Config, artefact: Artefact, embedder: Any) -> Any:
+    """A utility artefact as the config's router: the fleet's prices price the predicted tokens."""
+    from .policy.learned import Calibration, threshold_for
+    from .policy.utility import CostModel, UtilityRouter, make_predictor
+
+    learned = config.policy.learned
+    assert learned is not None
+    meta = artefact.meta
+    if learned.threshold is not None:
+        raise ConfigError(
+            f"policy.learned.threshold: {learned.artefact} is a utility router (quality − λ·cost); "
+            "set policy.learned.cost_weight (λ) or target instead"
+        )
+    by_name = {m.name: m for m in config.models}
+    by_upstream = {m.upstream: m for m in config.models}
+    present = []  # (fleet entry, artefact column)
+    for column, model in enumerate(meta["models"]):
+        entry = by_name.get(model["name"]) or by_upstream.get(model["name"])
+        if entry is not None:
+            present.append((entry, column))
+    allowed = [bool(meta["models"][column].get("allowed", True)) for _, column in present]
+    if not any(allowed):
+        names = ", ".join(m["name"] for m in meta["models"] if m.get("allowed", True))
+        raise ConfigError(
+            f"policy.learned.artefact: {learned.artefact} may choose only {names}, none of which is a "
+            "model of this fleet (by name or upstream)"
+        )
+    if learned.cost_weight is not None:
+        cost_weight = learned.cost_weight
+    else:
+        calibration = Calibration.from_json(meta["calibration"])
+        if learned.target is not None:
+            cost_weight = threshold_for(calibration, **learned.target.model_dump(exclude_none=True))
+        else:
+            cost_weight = float(meta["default_cost_weight"])
+    costs = CostModel(
+        np.array([meta["models"][column]["cost_from"] == "tokens" for _, column in present]),
+        np.array([entry.price.input_per_mtok for entry, _ in present], dtype=np.float64),
+        np.array([entry.price.output_per_mtok for entry, _ in present], dtype=np.float64),
+    )
+    arrays = {k: v for k, v in artefact.arrays.items() if k not in ("mean", "scale")}
+    return UtilityRouter(
+        make_predictor(meta["family"], arrays, meta.get("params", {})),
+        embedder,
+        models=[entry.name for entry, _ in present],
+        columns=[column for _, column in present],
+        mean=artefact.arrays["mean"],
+        scale=artefact.arrays["scale"],
+        costs=costs,
+        allowed=np.array(allowed),
+        cost_weight=cost_weight,
+        cost_scale=float(meta["cost_scale_usd"]),
+        uncertain_band=learned.uncertain_band,
+        version=artefact.version,
     )

@@ -16,7 +16,9 @@ from .errors import ConfigError, TierwiseError
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `tierwise --help` stays fast
     from .config import Config
+    from .embeddings import StaticEmbeddings
     from .evals.records import EvalDataset
+    from .train import FleetModel
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -254,14 +256,18 @@ def _ledger_training_set(args: argparse.Namespace, config: Config | None) -> Eva
     return dataset
 
 
-def _candidates(families: str) -> tuple:
+def _candidates(families: str, router: str = "gap") -> tuple:
     """The learned router's candidates of the named families (``--families linear,knn``)."""
-    from .train import CANDIDATES
+    if router == "utility":
+        from .train_utility import CANDIDATES
+    else:
+        from .train import CANDIDATES
 
     wanted = {f.strip() for f in families.split(",")}
     candidates = tuple(c for c in CANDIDATES if c[0] in wanted)
     if not candidates:
-        raise ValueError(f"--families {families!r}: none of linear, knn, mlp")
+        known = ", ".join(dict.fromkeys(c[0] for c in CANDIDATES))
+        raise ValueError(f"--families {families!r}: none of {known}")
     return candidates
 
 
@@ -295,7 +301,13 @@ def _train(args: argparse.Namespace) -> int:
             for m, upstream in zip(fleet.models, fleet.dataset_models, strict=True)
         ]
         reference = fleet.models[fleet.strongest].name
-    candidates = _candidates(args.families) if args.families else CANDIDATES
+    router = args.router
+    if router == "utility":
+        from .train_utility import CANDIDATES as UTILITY_CANDIDATES
+
+        candidates = _candidates(args.families, router) if args.families else UTILITY_CANDIDATES
+    else:
+        candidates = _candidates(args.families) if args.families else CANDIDATES
     target = {
         k: v
         for k, v in (
@@ -307,6 +319,8 @@ def _train(args: argparse.Namespace) -> int:
     } or None
     started = time.perf_counter()
     embedder = load_wordllama()
+    if router == "utility":
+        return _train_utility(args, datasets, models, reference, candidates, target, embedder, started)
     trained = train_router(
         datasets,
         models,
@@ -334,6 +348,44 @@ def _train(args: argparse.Namespace) -> int:
         f"{meta['family']} {meta['params']}, {meta['training']['rows']} prompts, "
         f"out-of-fold APGR {meta['metrics']['chosen_oof_apgr']:.3f}, "
         f"threshold {meta['default_threshold']:.4f} for {meta['default_target']}"
+    )
+    return 0
+
+
+def _train_utility(
+    args: argparse.Namespace,
+    datasets: Sequence[EvalDataset],
+    models: Sequence[FleetModel],
+    reference: str,
+    candidates: tuple,
+    target: dict[str, float] | None,
+    embedder: StaticEmbeddings,
+    started: float,
+) -> int:
+    """``tierwise train --router utility``: the quality − λ·cost router (``train_utility.py``)."""
+    import time
+
+    from .artefact import write_artefact
+    from .train_utility import train_utility_router
+
+    trained = train_utility_router(
+        datasets,
+        models,
+        reference=reference,
+        embedder=embedder,
+        candidates=candidates,
+        inner_folds=args.inner_folds,
+        seed=args.seed,
+        default_target=target,
+        progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
+    )
+    path = write_artefact(args.out, trained.meta, trained.arrays)
+    meta = trained.meta
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - started:.1f} s: "
+        f"utility {meta['family']} {meta['params']}, {meta['training']['rows']} prompts, "
+        f"out-of-fold AIQ {meta['metrics']['chosen_oof_aiq']:.3f}, "
+        f"λ {meta['default_cost_weight']:.4g} for {meta['default_target']}"
     )
     return 0
 
@@ -451,7 +503,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--inner-folds", type=int, default=3, help="CV folds for selection and calibration")
     train.add_argument(
-        "--families", help="comma list of model families to consider (linear, knn, mlp); default: all"
+        "--router",
+        choices=("gap", "utility"),
+        default="gap",
+        help="gap: the cheapest model whose predicted quality is within a threshold of the strongest's; "
+        "utility: the model maximising predicted quality − λ·predicted cost (default: gap)",
+    )
+    train.add_argument(
+        "--families",
+        help="comma list of model families to consider (gap: linear, knn, mlp; utility: ridge, knn, "
+        "cluster, mf, blend, ensemble); default: all",
     )
     target = train.add_mutually_exclusive_group()
     target.add_argument("--strong-share", type=float, help="default operating point: share to the strongest")

@@ -274,11 +274,15 @@ class LearnedConfig(_Frozen):
     """The learned router: an artefact written by ``tierwise train``; relative paths are relative to
     the config file. ``target`` picks the operating point (stored thresholds in the artefact);
     ``threshold`` overrides it. Requests whose score lies within ``uncertain_band`` of the threshold
-    go through the cascade, when one is configured."""
+    go through the cascade, when one is configured. An artefact of ``tierwise train --router
+    utility`` routes by predicted quality − λ·cost: ``target`` sets λ the same way, ``cost_weight``
+    overrides it (quality given up per strongest-model call's worth of spend), and ``uncertain_band``
+    is the utility margin to the runner-up."""
 
     artefact: str = Field(min_length=1)
     target: LearnedTarget | None = None
     threshold: float | None = None
+    cost_weight: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     uncertain_band: float = Field(default=0.0, ge=0, le=1)
 
 

@@ -1,4 +1,5 @@
-"""A config's PolicyEngine, with its learned router loaded when the config has one.
+"""A config's PolicyEngine, with its learned router loaded when the config has one (the gap-threshold
+router or the quality − λ·cost utility router: the artefact says which).
 
 The Router (and its canary arm), ``tierwise route``, ``tierwise estimate`` and the eval's rules replay
 all build an engine from a config the same way; the artefact, numpy and the embeddings load only here,

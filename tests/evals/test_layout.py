@@ -13,7 +13,7 @@ import tierwise.evals
 
 SRC = Path(tierwise.__file__).resolve().parent
 # Besides evals/ itself, the offline commands only: DESIGN.md's dependency rule.
-MAY_IMPORT_EVALS = {"tierwise.cli", "tierwise.train"}
+MAY_IMPORT_EVALS = {"tierwise.cli", "tierwise.train", "tierwise.train_utility"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ class LearnedChoice:
     model: str  # the fleet model to start with: the cheapest predicted good enough
     score: float  # the router's score for that choice (e.g. P(the cheap answer is good))
     uncertain: bool  # the score lies close to the threshold: verify the answer (cascade)
+    explain: str = ""  # why, for the decision's reason (else the score is shown)
 
 
 class LearnedRouter(Protocol):
@@ -259,7 +260,8 @@ class PolicyEngine:
             return Decision(
                 self._escalation[choice.model],
                 tier,
-                f"learned {self.learned.version}: score {choice.score:.3f}{unsure} → {choice.model}",
+                f"learned {self.learned.version}: {choice.explain or f'score {choice.score:.3f}'}{unsure} "
+                f"→ {choice.model}",
                 "learned",
                 "learned",
                 self.version,
