@@ -585,10 +585,47 @@ async def run_mode(
             flush=True,
         )
 
-    # Each cell is measured once per round (again if another process disturbed it); ``_best`` picks
-    # the one reported, every measurement goes to the JSON.
-    rounds: dict[str, dict[int, list[Cell]]] = {s: {c: [] for c in args.concurrency} for s in args.systems}
+    rounds = await measure_rounds(
+        args,
+        under_test,
+        upstream,
+        load_cpus=load_cpus,
+        upstream_cpus=upstream_cpus,
+        stream=stream,
+        label=mode,
+    )
+    results = {s: {c: _best(cells) for c, cells in by_c.items()} for s, by_c in rounds.items()}
+    extra: dict[str, Any] = {
+        s: {"peak_rss_mb_vmhwm": round(sv.hwm() / 2**20, 1)} for s, sv in under_test.items()
+    }
+    if "tierwise" in under_test:
+        under_test["tierwise"].stop()  # drains and flushes the ledger
+        cells = [cell for by_c in rounds["tierwise"].values() for cell in by_c]
+        served = (
+            len(cells) * args.warmup + sum(cell.requests for cell in cells) + int(stream)
+        )  # + check_stream
+        extra["tierwise"]["ledger_rows"] = ledger_rows(workdir / f"{mode}-tierwise.db")
+        extra["tierwise"]["requests_sent"] = served
+    return {"results": results, "rounds": rounds, "extra": extra}
+
+
+async def measure_rounds(
+    args: argparse.Namespace,
+    under_test: dict[str, Server],
+    upstream: Server,
+    *,
+    load_cpus: set[int] | None,
+    upstream_cpus: set[int] | None,
+    stream: bool = False,
+    label: str = "",
+    labels: dict[str, str] = LABELS,
+) -> dict[str, dict[int, list[Cell]]]:
+    """Each system at each concurrency once per round, measured again (up to ``args.retries`` times,
+    while RETRY_BUDGET_S allows) when another process disturbed it; every measurement, for ``_best``
+    to pick from and for the JSON."""
+    rounds: dict[str, dict[int, list[Cell]]] = {s: {c: [] for c in args.concurrency} for s in under_test}
     retry_until = time.monotonic() + RETRY_BUDGET_S
+    prefix = f"{label} " if label else ""
     for n in range(args.rounds):
         for concurrency in args.concurrency:
             for system, server in under_test.items():
@@ -606,29 +643,18 @@ async def run_mode(
                         stream=stream,
                     )
                     rounds[system][concurrency].append(cell)
-                    progress = (
-                        f"{mode} round {n + 1} {LABELS[system]:<22} c={concurrency:<3} {cell.rps:>8.0f} req/s"
-                    )
+                    progress = f"{prefix}round {n + 1} {labels[system]:<22} c={concurrency:<3}"
                     busy = (
                         f", other processes {cell.other_busy_pct:.0f}% of a core" if not _quiet(cell) else ""
                     )
-                    print(f"  {progress}  p50 {cell.p50_ms:.2f} ms{busy}", file=sys.stderr, flush=True)
-                    # Another process took CPU during the measurement: measure again while time allows.
+                    print(
+                        f"  {progress} {cell.rps:>8.0f} req/s  p50 {cell.p50_ms:.2f} ms{busy}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     if _quiet(cell) or attempt == args.retries or time.monotonic() > retry_until:
                         break
-    results = {s: {c: _best(cells) for c, cells in by_c.items()} for s, by_c in rounds.items()}
-    extra: dict[str, Any] = {
-        s: {"peak_rss_mb_vmhwm": round(sv.hwm() / 2**20, 1)} for s, sv in under_test.items()
-    }
-    if "tierwise" in under_test:
-        under_test["tierwise"].stop()  # drains and flushes the ledger
-        cells = [cell for by_c in rounds["tierwise"].values() for cell in by_c]
-        served = (
-            len(cells) * args.warmup + sum(cell.requests for cell in cells) + int(stream)
-        )  # + check_stream
-        extra["tierwise"]["ledger_rows"] = ledger_rows(workdir / f"{mode}-tierwise.db")
-        extra["tierwise"]["requests_sent"] = served
-    return {"results": results, "rounds": rounds, "extra": extra}
+    return rounds
 
 
 # -- report ----------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from overhead import (
     free_port,
     ledger_rows,
     machine,
-    measure,
+    measure_rounds,
     quiet,
     run_measured,
     table,
@@ -251,35 +251,9 @@ async def run(args: argparse.Namespace, servers: list[Server], workdir: Path) ->
 
     # overhead.py's rules: every cell once per round, again (while time allows) when another process
     # disturbed it; ``best`` picks the one reported; every measurement goes to the JSON.
-    rounds: dict[str, dict[int, list[Cell]]] = {s: {c: [] for c in args.concurrency} for s in under_test}
-    retry_until = time.monotonic() + RETRY_BUDGET_S
-    for n in range(args.rounds):
-        for concurrency in args.concurrency:
-            for system, server in under_test.items():
-                url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
-                for attempt in range(1 + args.retries):
-                    cell = await measure(
-                        server,
-                        upstream,
-                        url,
-                        concurrency=concurrency,
-                        requests=args.requests,
-                        duration=args.duration,
-                        warmup=args.warmup,
-                        shared_core=bool(load_cpus) and load_cpus == upstream_cpus,
-                    )
-                    rounds[system][concurrency].append(cell)
-                    busy = (
-                        f", other processes {cell.other_busy_pct:.0f}% of a core" if not quiet(cell) else ""
-                    )
-                    print(
-                        f"  round {n + 1} {LABELS[system]:<24} c={concurrency:<3} {cell.rps:>8.0f} req/s"
-                        f"  p50 {cell.p50_ms:.2f} ms{busy}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    if quiet(cell) or attempt == args.retries or time.monotonic() > retry_until:
-                        break
+    rounds = await measure_rounds(
+        args, under_test, upstream, load_cpus=load_cpus, upstream_cpus=upstream_cpus, labels=LABELS
+    )
     results = {s: {c: best(cells) for c, cells in by_c.items()} for s, by_c in rounds.items()}
     extra: dict[str, Any] = {
         s: {"peak_rss_mb_vmhwm": round(sv.hwm() / 2**20, 1)} for s, sv in under_test.items()

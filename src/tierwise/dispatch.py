@@ -195,14 +195,7 @@ class Dispatcher:
             call = UpstreamCall(model, body, request_id)
             for retry in range(self._retry.attempts):
                 started = time.perf_counter()
-                attempt = Attempt(
-                    model.name,
-                    model.provider,
-                    "ok",
-                    retry=retry,
-                    template=model.template_id,
-                    started_at=time.time(),
-                )
+                attempt = _attempt(model, retry)
                 held: list[Chunk] = []
                 sent = False
                 usage: Usage | None = None
@@ -305,14 +298,7 @@ class Dispatcher:
 
         async def one_try(retry: int) -> Buffered | ProviderError:
             started = time.perf_counter()
-            attempt = Attempt(
-                model.name,
-                model.provider,
-                "ok",
-                retry=retry,
-                template=model.template_id,
-                started_at=time.time(),
-            )
+            attempt = _attempt(model, retry)
             chunks: list[Chunk] = []
             usage: Usage | None = None
             chars = 0
@@ -359,6 +345,13 @@ class Dispatcher:
         charge(attempt, model, usage, input_estimate=features.input_tokens, streamed_chars=chars)
         outcome.attempts.append(attempt)
         outcome.status = "cancelled"
+
+
+def _attempt(model: ModelEntry, retry: int) -> Attempt:
+    """A streamed or buffered try of ``model``, starting now (``call_once`` makes its own)."""
+    return Attempt(
+        model.name, model.provider, "ok", retry=retry, template=model.template_id, started_at=time.time()
+    )
 
 
 def _no_answer(model: ModelEntry) -> UpstreamUnavailable:
