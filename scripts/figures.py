@@ -148,6 +148,17 @@ def _learned_row(run: str, label: str, policy: str = "learned") -> Quote:
     )
 
 
+# The GSM8K hybrid's APGR and CPT(50%), each with its 95% interval: the table row and the paragraph.
+_HYBRID_FIELDS = (
+    ("policies/learned/apgr", _Q3),
+    ("policies/learned/ci95/apgr/0", _Q3),
+    ("policies/learned/ci95/apgr/1", _Q3),
+    ("policies/learned/cpt_50", _PCTF),
+    ("policies/learned/ci95/cpt_50/0", "{:.1f}"),
+    ("policies/learned/ci95/cpt_50/1", "{:.1f}"),
+)
+
+
 QUOTES: tuple[Quote, ...] = (
     *_rules_rows("mmlu-rules", "MMLU (14,037)"),
     *_rules_rows("gsm8k-rules", "GSM8K (1,307)"),
@@ -171,27 +182,13 @@ QUOTES: tuple[Quote, ...] = (
     Quote(
         "gsm8k-hybrid",
         "| GSM8K, hybrid: learned layer + cascade, 5-fold | {} [{}, {}] | {} [{}, {}] |",
-        (
-            ("policies/learned/apgr", _Q3),
-            ("policies/learned/ci95/apgr/0", _Q3),
-            ("policies/learned/ci95/apgr/1", _Q3),
-            ("policies/learned/cpt_50", _PCTF),
-            ("policies/learned/ci95/cpt_50/0", "{:.1f}"),
-            ("policies/learned/ci95/cpt_50/1", "{:.1f}"),
-        ),
+        _HYBRID_FIELDS,
     ),
     _learned_row("mtbench-learned", "MT-Bench, trained on arena + MMLU + GSM8K"),
     Quote(
         "gsm8k-hybrid",
         "pooled over 1,307 prompts): APGR {} [{}, {}] and CPT(50%) {} [{}, {}] over the router's",
-        (
-            ("policies/learned/apgr", _Q3),
-            ("policies/learned/ci95/apgr/0", _Q3),
-            ("policies/learned/ci95/apgr/1", _Q3),
-            ("policies/learned/cpt_50", _PCTF),
-            ("policies/learned/ci95/cpt_50/0", "{:.1f}"),
-            ("policies/learned/ci95/cpt_50/1", "{:.1f}"),
-        ),
+        _HYBRID_FIELDS,
     ),
     Quote("gsm8k-cascade", "against {} for the cascade alone", (("policies/cascade-gsm8k/apgr", _Q3),)),
     Quote("gsm8k-learned", "and {} for the router alone", (("policies/learned/apgr", _Q3),)),
