@@ -16,9 +16,7 @@ from .errors import ConfigError, TierwiseError
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `tierwise --help` stays fast
     from .config import Config
-    from .embeddings import StaticEmbeddings
     from .evals.records import EvalDataset
-    from .train import FleetModel
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -320,8 +318,10 @@ def _train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     embedder = load_wordllama()
     if router == "utility":
-        return _train_utility(args, datasets, models, reference, candidates, target, embedder, started)
-    trained = train_router(
+        from .train_utility import train_utility_router as fit
+    else:
+        fit = train_router
+    trained = fit(
         datasets,
         models,
         reference=reference,
@@ -332,7 +332,7 @@ def _train(args: argparse.Namespace) -> int:
         default_target=target,
         progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
     )
-    if config is not None and config.policy.cascade is not None:
+    if router != "utility" and config is not None and config.policy.cascade is not None:
         from .evals.hybrid import recalibrate_for_hybrid
 
         target = trained.meta["default_target"]
@@ -343,50 +343,20 @@ def _train(args: argparse.Namespace) -> int:
             )
     path = write_artefact(args.out, trained.meta, trained.arrays)
     meta = trained.meta
-    print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - started:.1f} s: "
-        f"{meta['family']} {meta['params']}, {meta['training']['rows']} prompts, "
-        f"out-of-fold APGR {meta['metrics']['chosen_oof_apgr']:.3f}, "
-        f"threshold {meta['default_threshold']:.4f} for {meta['default_target']}"
-    )
-    return 0
-
-
-def _train_utility(
-    args: argparse.Namespace,
-    datasets: Sequence[EvalDataset],
-    models: Sequence[FleetModel],
-    reference: str,
-    candidates: tuple,
-    target: dict[str, float] | None,
-    embedder: StaticEmbeddings,
-    started: float,
-) -> int:
-    """``tierwise train --router utility``: the quality − λ·cost router (``train_utility.py``)."""
-    import time
-
-    from .artefact import write_artefact
-    from .train_utility import train_utility_router
-
-    trained = train_utility_router(
-        datasets,
-        models,
-        reference=reference,
-        embedder=embedder,
-        candidates=candidates,
-        inner_folds=args.inner_folds,
-        seed=args.seed,
-        default_target=target,
-        progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
-    )
-    path = write_artefact(args.out, trained.meta, trained.arrays)
-    meta = trained.meta
-    print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - started:.1f} s: "
-        f"utility {meta['family']} {meta['params']}, {meta['training']['rows']} prompts, "
-        f"out-of-fold AIQ {meta['metrics']['chosen_oof_aiq']:.3f}, "
-        f"λ {meta['default_cost_weight']:.4g} for {meta['default_target']}"
-    )
+    if router == "utility":
+        chosen = (
+            f"utility {meta['family']} {meta['params']}, {meta['training']['rows']} prompts, "
+            f"out-of-fold AIQ {meta['metrics']['chosen_oof_aiq']:.3f}, "
+            f"λ {meta['default_cost_weight']:.4g} for {meta['default_target']}"
+        )
+    else:
+        chosen = (
+            f"{meta['family']} {meta['params']}, {meta['training']['rows']} prompts, "
+            f"out-of-fold APGR {meta['metrics']['chosen_oof_apgr']:.3f}, "
+            f"threshold {meta['default_threshold']:.4f} for {meta['default_target']}"
+        )
+    took = time.perf_counter() - started
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) in {took:.1f} s: {chosen}")
     return 0
 
 
