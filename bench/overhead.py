@@ -731,6 +731,16 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
 table = _table  # for the other benchmarks in bench/ that import this one
 
 
+def _busy_note(results: dict[str, dict[int, Cell]]) -> list[str]:
+    """The cells other processes disturbed (their reported round too), as one note line, or none."""
+    busy = [f"{LABELS[s]} at c={c} ({cell.other_busy_pct:.0f}%)" for s, cells in results.items()
+            for c, cell in cells.items() if cell.other_busy_pct >= OTHER_BUSY_LIMIT]  # fmt: skip
+    if not busy:
+        return []
+    cells = ", ".join(busy)
+    return [f"note: other processes (or the hypervisor) used ≥ {OTHER_BUSY_LIMIT}% of a core during {cells}."]
+
+
 def render(report: dict[str, Any]) -> str:
     results: dict[str, dict[int, Cell]] = report["results"]
     extra = report["extra"]
@@ -764,13 +774,7 @@ def render(report: dict[str, Any]) -> str:
             f"\nnote: the core of the load generator and the upstream was ≥ {DRIVER_BUSY_LIMIT}% busy for "
             f"{', '.join(bound)}: there req/s is the load generator's limit, a lower bound of the system's."
         )
-    busy = [f"{LABELS[s]} at c={c} ({cell.other_busy_pct:.0f}%)" for s, cells in results.items()
-            for c, cell in cells.items() if cell.other_busy_pct >= OTHER_BUSY_LIMIT]  # fmt: skip
-    if busy:
-        lines.append(
-            f"note: other processes (or the hypervisor) used ≥ {OTHER_BUSY_LIMIT}% of a core during "
-            f"{', '.join(busy)}."
-        )
+    lines += _busy_note(results)
     if "upstream" in results and "passthrough" in results:
         slow = [c for c in levels if results["upstream"][c].rps < 1.5 * results["passthrough"][c].rps]
         if slow:
@@ -873,13 +877,7 @@ def render_stream(report: dict[str, Any]) -> str:
                 ]
             )
         lines += [f"\nstreams, concurrency {c} (times in ms)", *_table(rows)]
-    busy = [f"{LABELS[s]} at c={c} ({cell.other_busy_pct:.0f}%)" for s, cells in results.items()
-            for c, cell in cells.items() if cell.other_busy_pct >= OTHER_BUSY_LIMIT]  # fmt: skip
-    if busy:
-        lines.append(
-            f"note: other processes (or the hypervisor) used ≥ {OTHER_BUSY_LIMIT}% of a core during "
-            f"{', '.join(busy)}."
-        )
+    lines += _busy_note(results)
     low = levels[0]
     judged = ",".join(map(str, rps_levels(levels, STREAM_TARGETS)))
     for system, r in report["ratios"].items():
