@@ -197,10 +197,11 @@ class Canary:
         values = iter((await self._state.admit(keys)).values)
         return {arm: {m: next(values) for m in METRICS} for arm in ARMS}
 
-    async def checks(self) -> list[Check]:
-        """The guard's checks now; none before the canary has ``min_samples`` requests, and no label
-        check before both arms have ``min_labels`` labels of its kind."""
-        counts = await self.counts()
+    async def checks(self, counts: dict[str, dict[str, float]] | None = None) -> list[Check]:
+        """The guard's checks now (on ``counts`` when the caller has just read them); none before the
+        canary has ``min_samples`` requests, and no label check before both arms have ``min_labels``
+        labels of its kind."""
+        counts = counts if counts is not None else await self.counts()
         canary, stable = counts["canary"], counts["stable"]
         if canary["requests"] < self.config.min_samples or stable["requests"] < 1:
             return []
@@ -248,7 +249,7 @@ class Canary:
             "min_labels": self.config.guard.min_labels,
             "counts": counts,
             "arms": {arm: arm_figures(c) for arm, c in counts.items()},
-            "checks": [c.to_dict() for c in await self.checks()],
+            "checks": [c.to_dict() for c in await self.checks(counts)],
         }
 
 
