@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiohttp import web
-
 from tests.fakes.upstream import FakeUpstream, refused_url
 from tierwise.config import parse_config
 from tierwise.gateway.app import create_app
+from tierwise.gateway.server import Server
 from tierwise.ledger import open_ledger
 from tierwise.router import Router
 
@@ -180,7 +179,7 @@ class Stack:
     loop: LoopThread
     upstreams: dict[str, FakeUpstream]
     router: Router
-    runner: web.AppRunner
+    server: Server
     base_url: str  # the gateway's OpenAI base URL, ending in /v1
     ledger_url: str
     extras: dict[str, Any] = field(default_factory=dict)
@@ -194,7 +193,7 @@ class Stack:
 
     def close(self) -> None:
         async def stop() -> None:
-            await self.runner.cleanup()  # runs on_cleanup: flushes the ledger, closes the router
+            await self.server.stop(5.0)  # runs on_cleanup: flushes the ledger, closes the router
             for upstream in self.upstreams.values():
                 await upstream.stop()
 
@@ -218,11 +217,8 @@ def start_stack(tmp_path: Path, *, refused: tuple[str, ...] = (), **overrides: A
         ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
         config = parse_config(fleet_config(urls, ledger=ledger_url, **overrides))
         router = Router(config, ledger=open_ledger(ledger_url))
-        runner = web.AppRunner(create_app(router), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        return Stack(loop, upstreams, router, runner, f"http://127.0.0.1:{port}/v1", ledger_url)
+        server = Server(create_app(router))
+        await server.start("127.0.0.1", 0)
+        return Stack(loop, upstreams, router, server, f"http://127.0.0.1:{server.port}/v1", ledger_url)
 
     return loop.run(start())

@@ -20,8 +20,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run: `tierwise
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
+    from .gateway import server
     from .gateway.app import create_app
     from .ledger import safe_url
     from .router import Router
@@ -50,17 +49,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     runner_loop = loop_factory() if loop_factory else asyncio.new_event_loop()
     asyncio.set_event_loop(runner_loop)
-    # run_app stops on SIGINT/SIGTERM, lets in-flight requests finish, then runs on_cleanup, which
-    # flushes the ledger: a graceful stop loses no row.
-    web.run_app(
-        app,
-        host=args.host,
-        port=args.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=args.shutdown_timeout,
-        loop=runner_loop,
-    )
+    # Stops on SIGINT/SIGTERM, lets in-flight requests finish, then runs on_cleanup, which flushes the
+    # ledger: a graceful stop loses no row.
+    server.run(app, host=args.host, port=args.port, shutdown_timeout=args.shutdown_timeout, loop=runner_loop)
     return 0
 
 

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
 from ..errors import AccessDenied, RequestError
 from ..router import Router
 from .auth import presented_key
 from .responses import json_response
+from .server import App, Request, Response
 
 
-def add_routes(app: web.Application, router: Router) -> None:
+def add_routes(app: App, router: Router) -> None:
     """Register the admin endpoints of ``router`` on ``app``."""
 
     def guarded(handler: Any) -> Any:
-        async def wrapper(request: web.Request) -> web.Response:
+        async def wrapper(request: Request) -> Response:
             access = router.access
             if not access.is_master(presented_key(request.headers)):
                 raise AccessDenied(
@@ -33,7 +32,7 @@ def add_routes(app: web.Application, router: Router) -> None:
 
         return wrapper
 
-    async def create(request: web.Request) -> web.Response:
+    async def create(request: Request) -> Response:
         try:
             body = await request.json()
         except ValueError:
@@ -47,21 +46,21 @@ def add_routes(app: web.Application, router: Router) -> None:
         record, secret = await router.access.keys.create(body["tenant"], key_id=key_id, grants=fields)
         return json_response({"object": "key", **record.to_json(), "key": secret}, status=201)
 
-    async def listing(request: web.Request) -> web.Response:
+    async def listing(request: Request) -> Response:
         records = await router.access.keys.all()
         return json_response({"object": "list", "data": [r.to_json() for r in records]})
 
-    async def show(request: web.Request) -> web.Response:
+    async def show(request: Request) -> Response:
         record = await router.access.keys.find(request.match_info["key_id"])
         spent = await router.access.spent("key", record.id)
         return json_response({"object": "key", **record.to_json(), "spent_usd": spent})
 
-    async def revoke(request: web.Request) -> web.Response:
+    async def revoke(request: Request) -> Response:
         record = await router.access.keys.revoke(request.match_info["key_id"])
         return json_response({"object": "key", **record.to_json()})
 
-    app.router.add_post("/admin/keys", guarded(create))
-    app.router.add_get("/admin/keys", guarded(listing))
-    app.router.add_get("/admin/keys/{key_id}", guarded(show))
-    app.router.add_post("/admin/keys/{key_id}/revoke", guarded(revoke))
-    app.router.add_delete("/admin/keys/{key_id}", guarded(revoke))
+    app.add_post("/admin/keys", guarded(create))
+    app.add_get("/admin/keys", guarded(listing))
+    app.add_get("/admin/keys/{key_id}", guarded(show))
+    app.add_post("/admin/keys/{key_id}/revoke", guarded(revoke))
+    app.add_delete("/admin/keys/{key_id}", guarded(revoke))

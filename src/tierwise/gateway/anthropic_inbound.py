@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from ..config import ServerConfig
 from ..errors import RequestError
@@ -21,6 +20,7 @@ from ..providers.base import Chunk
 from ..router import RoutedStream
 from ..validation import check_count, check_json_shape, field_error
 from .responses import error_response
+from .server import Response
 
 # OpenAI finish_reason → Anthropic stop_reason: the outbound table read backwards (reversed, so that
 # of several Anthropic names for one OpenAI reason the first listed wins: "stop" → "end_turn").
@@ -46,18 +46,14 @@ def error_type(status: int) -> str:
     return _ERROR_TYPES.get(status, "api_error")
 
 
-def anthropic_error_response(exc: BaseException) -> web.Response:
+def anthropic_error_response(exc: BaseException) -> Response:
     """``{"type": "error", "error": {"type", "message"}}`` with the status and headers the OpenAI-shaped
     error would have (one place decides statuses: responses.error_response)."""
     openai_shaped = error_response(exc)
     assert isinstance(openai_shaped.body, bytes)
     message = orjson.loads(openai_shaped.body)["error"]["message"]
     body = {"type": "error", "error": {"type": error_type(openai_shaped.status), "message": message}}
-    headers = {k: v for k, v in openai_shaped.headers.items() if k.lower() != "content-type"}
-    headers.pop("Content-Length", None)
-    return web.Response(
-        status=openai_shaped.status, body=orjson.dumps(body), content_type="application/json", headers=headers
-    )
+    return Response(orjson.dumps(body), status=openai_shaped.status, headers=openai_shaped.headers)
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:

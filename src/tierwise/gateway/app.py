@@ -14,11 +14,9 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
-from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from ..access import Principal
 from ..errors import ProviderError, RequestError, TierwiseError
@@ -36,20 +34,22 @@ from .responses import (
     sse_frame,
     tierwise_headers,
 )
+from .server import App, Request, Response, StreamResponse
 
 log = logging.getLogger("tierwise.gateway")
 
-ROUTER_KEY: web.AppKey[Router] = web.AppKey("router", Router)
-CREATED_KEY: web.AppKey[int] = web.AppKey("created", int)
-# The handler tasks of streams being written, and the stop that may cut them (see create_app).
-STREAMS_KEY: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams", set)
-STOPPING_KEY: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
-CUTTER_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("cutter", asyncio.Task)
+# The App's state: the Router, when the app started (``created`` of /v1/models), the handler tasks
+# of streams being written and the stop that may cut them (see create_app).
+ROUTER_KEY = "router"
+CREATED_KEY = "created"
+STREAMS_KEY = "streams"
+STOPPING_KEY = "stopping"
+CUTTER_KEY = "cutter"
 
 
-# Content codings a client may compress its body with. The gateway decodes them itself (aiohttp's own
-# decoding is off, see create_app) so that a body that is not what its header says is a 400 in the
-# OpenAI format, never a dropped connection, and a small body cannot inflate past the size limit.
+# Content codings a client may compress its body with. The gateway decodes them itself, so that a body
+# that is not what its header says is a 400 in the OpenAI format, never a dropped connection, and a
+# small body cannot inflate past the size limit.
 _CODINGS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 
@@ -97,15 +97,9 @@ def _inflate(raw: bytes, wbits: int, coding: str, limit: int) -> bytes:
     )
 
 
-async def _read_json(request: web.Request, limit: int) -> object:
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _too_large(limit) from None
-    except RequestPayloadError as exc:  # a chunked body cut or framed wrongly by the client
-        raise RequestError(f"request body: could not be read: {' '.join(str(exc).split())}") from None
+async def _read_json(request: Request, limit: int) -> object:
+    # The server has read the body whole, refusing one past the limit (413) before reading it.
+    raw = request.body
     encoding = request.headers.get("Content-Encoding")
     if encoding:
         raw = _decode(raw, encoding, limit)
@@ -129,7 +123,7 @@ def _routed_headers(routed: Routed) -> dict[str, str]:
     )
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+async def chat_completions(request: Request) -> Response | StreamResponse:
     router = request.app[ROUTER_KEY]
     try:
         caller = await auth.principal(router, request.headers)  # before the body: no work for strangers
@@ -171,7 +165,7 @@ class _FrameWriter:
 
     __slots__ = ("_content_sent", "_held", "_loop", "_response", "_scheduled", "_sending", "_size")
 
-    def __init__(self, response: web.StreamResponse) -> None:
+    def __init__(self, response: StreamResponse) -> None:
         self._response = response
         self._loop = asyncio.get_running_loop()
         self._held: list[bytes] = []
@@ -270,16 +264,16 @@ class _ChatFrames:
 
 
 async def _stream(
-    request: web.Request,
+    request: Request,
     router: Router,
     body: dict,
     caller: Principal | None,
     frames_for: Callable[[RoutedStream], Frames] = _ChatFrames,
-) -> web.StreamResponse:
+) -> StreamResponse:
     # Errors before the first content chunk are ordinary JSON errors: nothing has been sent yet.
     stream = await router.route_stream(body, headers=request.headers, principal=caller)
     frames = frames_for(stream)
-    response = web.StreamResponse(
+    response = StreamResponse(
         headers={
             **SSE_HEADERS,
             **tierwise_headers(
@@ -350,7 +344,7 @@ class _MessageFrames:
         return self._events.end() + f": x-tierwise-cost-usd {self._stream.cost_usd:.8f}\n\n".encode()
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
+async def messages(request: Request) -> Response | StreamResponse:
     """Anthropic's ``POST /v1/messages``, translated to the canonical chat request and back."""
     router = request.app[ROUTER_KEY]
     try:
@@ -368,7 +362,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def responses(request: web.Request) -> web.StreamResponse:
+async def responses(request: Request) -> Response | StreamResponse:
     """OpenAI's ``POST /v1/responses`` (stateless), translated to the canonical chat request and back."""
     router = request.app[ROUTER_KEY]
     try:
@@ -388,7 +382,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     return json_response(shell.from_completion(routed.response), headers=headers)
 
 
-async def embeddings(request: web.Request) -> web.Response:
+async def embeddings(request: Request) -> Response:
     """``POST /v1/embeddings``: forwarded to a configured embedding model (not routed), costed, logged."""
     router = request.app[ROUTER_KEY]
     caller = await auth.principal(router, request.headers)
@@ -412,7 +406,7 @@ _CUT_BY_STOP = "the gateway stopped before this stream was complete; retry the r
 _STREAM_CUT_MARGIN_S = 0.5
 
 
-async def feedback(request: web.Request) -> web.Response:
+async def feedback(request: Request) -> Response:
     """``{"request_id": …, "score": 0..1, "comment"?: …}`` → the stored feedback (see Router.afeedback)."""
     router = request.app[ROUTER_KEY]
     # The master key may grade any request; a virtual key only the requests it made.
@@ -432,7 +426,7 @@ async def feedback(request: web.Request) -> web.Response:
     )
 
 
-async def list_models(request: web.Request) -> web.Response:
+async def list_models(request: Request) -> Response:
     router = request.app[ROUTER_KEY]
     created = request.app[CREATED_KEY]
     if "anthropic-version" in request.headers:  # the anthropic SDK: its list shape
@@ -468,24 +462,22 @@ async def list_models(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": data})
 
 
-def _anthropic_models(router: Router, created: int) -> web.Response:
+def _anthropic_models(router: Router, created: int) -> Response:
     names = ["auto", *router.config.tiers, *(model.name for model in router.config.models)]
     stamp = anthropic_inbound.created_at(created)
     data = [{"type": "model", "id": name, "display_name": name, "created_at": stamp} for name in names]
     return json_response({"data": data, "has_more": False, "first_id": names[0], "last_id": names[-1]})
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: Request) -> Response:
     """Prometheus text format of the router's metrics (404 with ``server.metrics: false``)."""
     router = request.app[ROUTER_KEY]
     if router.metrics is None:
         raise RequestError("/metrics: off (server.metrics: false)", status=404, code="not_found")
-    return web.Response(
-        body=router.metrics.exposition(), headers={"Content-Type": router.metrics.content_type}
-    )
+    return Response(router.metrics.exposition(), content_type=router.metrics.content_type)
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(request: Request) -> Response:
     """Liveness and the ledger's state. A degraded ledger (its store down, rows in the spill) still
     answers 200: requests are served and their rows kept; the body says so, with the figures."""
     router = request.app[ROUTER_KEY]
@@ -500,60 +492,32 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-@web.middleware
-async def _errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status == 404:
-            return error_response(
-                RequestError(f"{request.path}: no such endpoint", status=404, code="not_found")
-            )
-        if exc.status == 405:
-            return error_response(
-                RequestError(f"{request.method} {request.path}: method not allowed", status=405)
-            )
-        raise
-    except TierwiseError as exc:
-        return error_response(exc)
-    except Exception:
-        log.exception("unhandled error serving %s %s", request.method, request.path)
-        return error_response(RuntimeError())
-
-
-def create_app(
-    router: Router, *, close_router: bool = True, shutdown_timeout: float = 60.0
-) -> web.Application:
-    """The aiohttp application serving ``router``. With ``close_router`` the app's shutdown flushes
-    the ledger and closes the router. ``shutdown_timeout`` is the one given to the server (aiohttp's
-    ``run_app``/``AppRunner``): streams still open just before it runs out are ended with a
-    ``stream_interrupted`` error event, so no client mistakes a cut stream for a complete one."""
-    # aiohttp enforces the body limit too (a chunked body has no Content-Length to check up front).
-    # Its content decoding is off: _read_json decodes, so a bad body is a 400 and not a dropped connection.
-    app = web.Application(
-        middlewares=[_errors],
-        client_max_size=router.config.server.max_body_bytes,
-        handler_args={"auto_decompress": False},
-    )
+def create_app(router: Router, *, close_router: bool = True, shutdown_timeout: float = 60.0) -> App:
+    """The application serving ``router`` (run it with ``server.Server`` or ``server.run``). With
+    ``close_router`` the app's shutdown flushes the ledger and closes the router.
+    ``shutdown_timeout`` is the one given to the server: streams still open just before it runs out
+    are ended with a ``stream_interrupted`` error event, so no client mistakes a cut stream for a
+    complete one."""
+    app = App(max_body_bytes=router.config.server.max_body_bytes, error_response=error_response)
     app[ROUTER_KEY] = router
     app[CREATED_KEY] = int(time.time())
     app[STREAMS_KEY] = set()
     app[STOPPING_KEY] = asyncio.Event()
 
-    async def on_startup(app: web.Application) -> None:
+    async def on_startup(app: App) -> None:
         await router.start()
         # Everything built so far (config, compiled rules, pools) lives as long as the process: move
         # it out of the collector's reach so gen-2 collections stay short under load.
         gc.collect()
         gc.freeze()
 
-    async def on_shutdown(app: web.Application) -> None:
+    async def on_shutdown(app: App) -> None:
         # Runs when the listener has closed and before the server waits for requests in flight.
         router.drain()
         if app[STREAMS_KEY]:
             app[CUTTER_KEY] = asyncio.create_task(_cut_streams(app, shutdown_timeout - _STREAM_CUT_MARGIN_S))
 
-    async def on_cleanup(app: web.Application) -> None:
+    async def on_cleanup(app: App) -> None:
         cutter = app.get(CUTTER_KEY)
         if cutter is not None:
             cutter.cancel()
@@ -563,21 +527,21 @@ def create_app(
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/chat/completions", chat_completions)
-    app.router.add_post("/v1/messages", messages)
-    app.router.add_post("/v1/responses", responses)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_post("/v1/feedback", feedback)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/healthz", healthz)
+    app.add_post("/v1/chat/completions", chat_completions)
+    app.add_post("/chat/completions", chat_completions)
+    app.add_post("/v1/messages", messages, error_response=anthropic_inbound.anthropic_error_response)
+    app.add_post("/v1/responses", responses)
+    app.add_post("/v1/embeddings", embeddings)
+    app.add_post("/v1/feedback", feedback)
+    app.add_get("/v1/models", list_models)
+    app.add_get("/healthz", healthz)
     admin.add_routes(app, router)
-    app.router.add_get("/metrics", metrics)
+    app.add_get("/metrics", metrics)
     add_dashboard(app, router)
     return app
 
 
-async def _cut_streams(app: web.Application, after_s: float) -> None:
+async def _cut_streams(app: App, after_s: float) -> None:
     await asyncio.sleep(max(0.0, after_s))
     app[STOPPING_KEY].set()
     for task in list(app[STREAMS_KEY]):

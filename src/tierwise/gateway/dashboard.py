@@ -24,23 +24,22 @@ import time
 from importlib.resources import files
 from typing import Any
 
-from aiohttp import web
-
 from ..answer_path import answer_path
 from ..errors import RequestError
 from ..ledger.base import LedgerRow
 from ..report import summarize
 from ..router import Router
 from .responses import json_response
+from .server import App, Request, Response
 
-ROUTER: web.AppKey[Router] = web.AppKey("dashboard_router", Router)
+ROUTER = "dashboard_router"  # the App state key of the Router
 MAX_ROWS = 100_000
 DAY_S = 86_400.0
 _SEARCHED = ("id", "model", "tier", "task", "rule", "reason")
 _PAGE = files("tierwise.gateway").joinpath("static/dashboard.html")
 
 
-def _window(request: web.Request) -> tuple[float, float]:
+def _window(request: Request) -> tuple[float, float]:
     now = time.time()
     out = []
     for name, default in (("since", now - DAY_S), ("until", now + 1)):
@@ -63,11 +62,11 @@ async def _rows(router: Router, since: float, until: float) -> list[LedgerRow]:
     return rows[-MAX_ROWS:]
 
 
-async def page(request: web.Request) -> web.Response:
-    return web.Response(body=_PAGE.read_bytes(), content_type="text/html", charset="utf-8")
+async def page(request: Request) -> Response:
+    return Response(_PAGE.read_bytes(), content_type="text/html; charset=utf-8")
 
 
-async def summary(request: web.Request) -> web.Response:
+async def summary(request: Request) -> Response:
     router = request.app[ROUTER]
     since, until = _window(request)
     rows = await _rows(router, since, until)
@@ -78,7 +77,7 @@ async def summary(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-async def series(request: web.Request) -> web.Response:
+async def series(request: Request) -> Response:
     router = request.app[ROUTER]
     since, until = _window(request)
     rows = [r for r in await _rows(router, since, until) if r.decision.get("layer") != "shadow"]
@@ -114,7 +113,7 @@ def _bucket_s(span: float) -> float:
     return DAY_S
 
 
-async def decisions(request: web.Request) -> web.Response:
+async def decisions(request: Request) -> Response:
     router = request.app[ROUTER]
     since, until = _window(request)
     query = request.query.get("q", "").strip().lower()[:200]
@@ -150,18 +149,18 @@ async def decisions(request: web.Request) -> web.Response:
     return json_response({"decisions": out})
 
 
-async def canary(request: web.Request) -> web.Response:
+async def canary(request: Request) -> Response:
     router = request.app[ROUTER]
     if router.canary is None:
         return json_response({"configured": False})
     return json_response({"configured": True, **await router.canary.status()})
 
 
-def add_dashboard(app: web.Application, router: Router) -> None:
+def add_dashboard(app: App, router: Router) -> None:
     """Serve the dashboard of ``router`` from ``app``."""
     app[ROUTER] = router
-    app.router.add_get("/dashboard", page)
-    app.router.add_get("/dashboard/api/summary", summary)
-    app.router.add_get("/dashboard/api/series", series)
-    app.router.add_get("/dashboard/api/decisions", decisions)
-    app.router.add_get("/dashboard/api/canary", canary)
+    app.add_get("/dashboard", page)
+    app.add_get("/dashboard/api/summary", summary)
+    app.add_get("/dashboard/api/series", series)
+    app.add_get("/dashboard/api/decisions", decisions)
+    app.add_get("/dashboard/api/canary", canary)

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from ..errors import (
     AccessDenied,
@@ -18,6 +17,7 @@ from ..errors import (
     TierwiseError,
 )
 from ..policy.engine import Decision
+from .server import Response
 
 SSE_DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -59,7 +59,7 @@ def error_body(message: str, *, type: str, param: str | None = None, code: str |
     return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
 
 
-def error_response(exc: BaseException, *, request_id: str | None = None) -> web.Response:
+def error_response(exc: BaseException, *, request_id: str | None = None) -> Response:
     """The OpenAI error JSON for any exception, with the status a client can act on, and the request id
     of its ledger row when it has one."""
     request_id = request_id or getattr(exc, "request_id", None)
@@ -105,7 +105,7 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> web.
         status, body = 500, error_body(str(exc), type="server_error")
     else:
         status, body = 500, error_body("internal error; see the gateway log", type="server_error")
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+    return Response(body, status=status, headers=headers)
 
 
 def _retry_after(seconds: float | None) -> dict[str, str]:
@@ -126,7 +126,5 @@ def sse_frame(raw: bytes) -> bytes:
     return b"data: " + raw + b"\n\n"
 
 
-def json_response(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
-    )
+def json_response(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status=status, headers=headers)
