@@ -4,8 +4,8 @@
 
 On ``bench/overhead.py``'s request bodies and fleet (the built-in rules, ``storage.ledger: none``), it
 times each step the Router and the gateway run for a non-streamed request: validation, routing hints,
-feature extraction, the policy, the ledger row, the metrics, the access-log line (through Python's
-``logging`` with the format ``tierwise serve`` uses, to a null stream), the response headers. Each
+feature extraction, the policy, the ledger row, the metrics, the access-log line (as ``tierwise serve``
+writes it, to an in-memory stream), the response headers. Each
 step runs ``--repeat`` times over the 256 bodies; the figure is CPU time (``time.process_time``) per
 call in µs, the best of 5 passes (noise only ever adds time). Prints a table and one JSON summary.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
 import os
 import sys
 import tempfile
@@ -27,12 +26,13 @@ import orjson
 from multidict import CIMultiDict
 
 from overhead import BODIES, HEADERS, KEY, tierwise_config
+from tierwise.access_log import StreamAccessLog
 from tierwise.calls import Outcome, request_row
 from tierwise.features import extract_features, parse_hints
 from tierwise.gateway.responses import tierwise_headers
 from tierwise.metrics import Metrics
 from tierwise.providers.base import Usage
-from tierwise.router import Router, _access_line
+from tierwise.router import Router
 from tierwise.validation import validate_chat_body
 
 PASSES = 5
@@ -83,18 +83,15 @@ def measure(repeat: int) -> dict[str, float]:
 
     rows = [row(i) for i in range(len(bodies))]
     metrics = Metrics()
-    # The access log as `tierwise serve` writes it (cli.main's basicConfig format), to a null stream.
-    access = logging.getLogger("tierwise.bench.access")
-    access.propagate = False
-    handler = logging.StreamHandler(io.StringIO())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
+    # The access log as `tierwise serve` writes it, to an in-memory stream. Outside a loop each line
+    # is written at once, which is the dearest case: in the gateway a batch shares one write.
+    stream = io.StringIO()
+    access = StreamAccessLog(stream, "info")
 
     def log_line(r: Any) -> None:
-        access.info(_access_line(r))
-        handler.stream.seek(0)
-        handler.stream.truncate()
+        access.write(r)
+        stream.seek(0)
+        stream.truncate()
 
     indices = list(range(len(bodies)))
     return {

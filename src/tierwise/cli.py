@@ -27,8 +27,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     router = Router.from_config(args.config)
     access = router.config.server.access_log
-    if access != "off":  # one JSON line per request on stderr, beside the warnings
-        logging.getLogger("tierwise.access").setLevel(logging.INFO if access == "info" else logging.DEBUG)
+    if access != "off":  # one JSON line per request on stderr, beside the warnings, a batch at a time
+        from .access_log import StreamAccessLog
+
+        router.access_log = StreamAccessLog(sys.stderr, access)
     if router.config.server.tracing:
         from . import tracing
 
