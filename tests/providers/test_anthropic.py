@@ -19,7 +19,7 @@ from tierwise.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from tierwise.http import HttpPool
+from tierwise.http import Endpoint, HttpPool
 from tierwise.providers.anthropic import AnthropicProvider, to_chat_completion, to_messages_request
 from tierwise.providers.base import Chunk, UpstreamCall
 
@@ -398,10 +398,11 @@ async def test_the_fake_rejects_what_the_real_api_rejects(
     anthropic_upstream: FakeUpstream,
     pool: HttpPool,
 ) -> None:
-    sent = {"anthropic-version": "2023-06-01", **headers}
-    async with pool.session.post(anthropic_upstream.url + "/v1/messages", json=body, headers=sent) as resp:
-        assert resp.status == 400
-        error = orjson.loads(await resp.read())
+    sent = {"anthropic-version": "2023-06-01", "Content-Type": "application/json", **headers}
+    endpoint = Endpoint(anthropic_upstream.url + "/v1/messages", sent)
+    resp = await pool.request(endpoint, orjson.dumps(body), connect_timeout=1.0, total_timeout=2.0)
+    assert resp.status == 400
+    error = orjson.loads(await resp.read())
     assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
     assert message in error["error"]["message"]
 

@@ -1,6 +1,6 @@
 """The HTTP side shared by the adapters that speak JSON over HTTP with SSE streams (``openai.py``,
 ``anthropic.py``): one POST helper with the timeouts, one SSE decoder, and the translation of every
-aiohttp failure and HTTP error status into the ProviderError tree — in this one place (STYLE habit 4),
+HTTP client failure and HTTP error status into the ProviderError tree — in this one place (STYLE habit 4),
 so the adapters only translate wire formats.
 
 Every message built here goes through ``Upstream._error``, which removes the API key: an upstream
@@ -9,14 +9,12 @@ may echo it back in an error body, and a message must never carry it (STYLE habi
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ..config import Timeouts
@@ -28,7 +26,17 @@ from ..errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ..http import HttpPool
+from ..http import (
+    ClientError,
+    ConnectError,
+    ConnectTimeout,
+    Disconnected,
+    Endpoint,
+    HttpPool,
+    PayloadError,
+    ReadTimeout,
+    Response,
+)
 from ..redact import Redactor
 
 MESSAGE_CHARS = 300  # upstream error messages are cut to this length
@@ -176,7 +184,8 @@ class Upstream:
     """One upstream endpoint: its URL, fixed headers and timeouts, and the translation of failures.
 
     ``provider`` (the provider's configured name) and the model name passed to each call are what
-    error messages show; ``secret`` is the API key, which is removed from any message.
+    error messages show; ``secret`` is the API key, which is removed from any message. Raises
+    ValueError for a URL that is not http(s) or a header that could inject another.
     """
 
     def __init__(
@@ -192,30 +201,30 @@ class Upstream:
         self.provider = provider
         self.url = url
         self.timeouts = timeouts
-        self._headers = headers
+        self._endpoint = Endpoint(url, headers)
         self._http = http
         self._redact = Redactor([secret])
-        self._json_timeout = aiohttp.ClientTimeout(
-            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.first_byte
-        )
-        # Streams: aiohttp bounds the connection only; the first event and the silences between
-        # events are bounded by asyncio timeouts around each read (see ``post_sse``), because the
-        # two limits differ and aiohttp has only one ``sock_read``. No total: a stream that keeps
-        # producing may run as long as it needs.
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect)
 
     # -- requests ---------------------------------------------------------------------------------
 
     async def post_json(self, model: str, body: dict[str, Any]) -> Any:
         """POST ``body`` and return the parsed JSON answer; every failure is a ProviderError."""
+        t = self.timeouts
         try:
-            async with self._http.session.post(
-                self.url, data=orjson.dumps(body), headers=self._headers, timeout=self._json_timeout
-            ) as resp:
+            resp = await self._http.request(
+                self._endpoint,
+                orjson.dumps(body),
+                connect_timeout=t.connect,
+                read_timeout=t.first_byte,
+                total_timeout=t.total,
+            )
+            try:
                 payload = await resp.read()
+            finally:
+                resp.close()  # a no-op once the body was read: the connection is back in the pool
         except TimeoutError as exc:
             raise self._timeout(model, exc) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except (ClientError, OSError) as exc:
             raise self._connection_error(UpstreamUnavailable, model, exc) from exc
         if not 200 <= resp.status < 300:
             raise self.status_error(model, resp.status, payload, resp.headers)
@@ -232,44 +241,39 @@ class Upstream:
 
         Timeouts: the connection within ``connect``, the first event within ``first_byte`` of the
         start, each later event within ``read`` of the previous one. No timeout spans a ``yield``:
-        a slow consumer is not the upstream's fault.
+        a slow consumer is not the upstream's fault. No total: a stream that keeps producing may
+        run as long as it needs.
         """
-        loop = asyncio.get_running_loop()
-        first_deadline: float | None = loop.time() + self.timeouts.first_byte
+        t = self.timeouts
         try:
-            async with asyncio.timeout_at(first_deadline):
-                resp = await self._http.session.post(
-                    self.url, data=orjson.dumps(body), headers=self._headers, timeout=self._stream_timeout
-                )
+            resp = await self._http.request(
+                self._endpoint, orjson.dumps(body), connect_timeout=t.connect, total_timeout=t.first_byte
+            )
         except TimeoutError as exc:
             raise self._timeout(model, exc, streaming=True) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except (ClientError, OSError) as exc:
             raise self._connection_error(UpstreamUnavailable, model, exc) from exc
         finished = False
+        started = False
         try:
             if not 200 <= resp.status < 300 or resp.content_type == "application/json":
-                raise await self._not_a_stream(model, resp, first_deadline)
+                raise await self._not_a_stream(model, resp)
             decoder = SSEDecoder()
-            content = resp.content
             while True:
                 try:
-                    if first_deadline is None:
-                        async with asyncio.timeout(self.timeouts.read):
-                            piece = await content.readany()
-                    else:
-                        async with asyncio.timeout_at(first_deadline):
-                            piece = await content.readany()
+                    piece = await resp.readany()
                 except TimeoutError as exc:
-                    raise self._timeout(model, exc, streaming=True, started=first_deadline is None) from exc
-                except (aiohttp.ClientError, OSError) as exc:
+                    raise self._timeout(model, exc, streaming=True, started=started) from exc
+                except (ClientError, OSError) as exc:
                     raise self._connection_error(StreamInterrupted, model, exc) from exc
                 events = decoder.feed(piece) if piece else decoder.flush()
-                if events:
-                    first_deadline = None
+                if events and not started:
+                    started = True
+                    resp.set_timeouts(read=t.read, total=None)  # from now on, silences are bounded
                 for event, data in events:
                     yield event, data
                     if end(event, data):
-                        finished = await self._drain(content)
+                        finished = await self._drain(resp)
                         return
                 if not piece:
                     raise self._error(
@@ -283,28 +287,26 @@ class Upstream:
             else:
                 resp.close()  # abandoned mid-body: the connection cannot be reused
 
-    async def _drain(self, content: aiohttp.StreamReader) -> bool:
+    async def _drain(self, resp: Response) -> bool:
         """Read the rest of a finished stream (normally just the chunked-encoding trailer) so the
         connection goes back to the pool; False if it does not end promptly."""
+        resp.set_timeouts(read=None, total=_DRAIN_S)
         try:
-            async with asyncio.timeout(_DRAIN_S):
-                while await content.readany():
-                    pass
-        except (TimeoutError, aiohttp.ClientError, OSError):
+            while await resp.readany():
+                pass
+        except (TimeoutError, ClientError, OSError):
             return False
         return True
 
-    async def _not_a_stream(
-        self, model: str, resp: aiohttp.ClientResponse, deadline: float | None
-    ) -> ProviderError:
+    async def _not_a_stream(self, model: str, resp: Response) -> ProviderError:
         """The error for an answer to a streaming request that is not a stream: an HTTP error, or a
-        JSON body (some servers report errors with 200 and JSON)."""
+        JSON body (some servers report errors with 200 and JSON). Read within the request's
+        ``first_byte`` deadline."""
         try:
-            async with asyncio.timeout_at(deadline):
-                payload = await resp.read()
+            payload = await resp.read()
         except TimeoutError as exc:
             return self._timeout(model, exc, streaming=True)
-        except (aiohttp.ClientError, OSError) as exc:
+        except (ClientError, OSError) as exc:
             return self._connection_error(UpstreamUnavailable, model, exc)
         if not 200 <= resp.status < 300:
             return self.status_error(model, resp.status, payload, resp.headers)
@@ -369,26 +371,27 @@ class Upstream:
         self, model: str, exc: BaseException, *, streaming: bool = False, started: bool = False
     ) -> ProviderError:
         t = self.timeouts
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        if isinstance(exc, ConnectTimeout):
             what = f"could not connect within {t.connect:g}s"
         elif started:
             what = f"sent nothing for {t.read:g}s mid-stream (timeouts.read)"
         elif streaming:
             what = f"sent no event within {t.first_byte:g}s (timeouts.first_byte)"
-        elif isinstance(exc, aiohttp.SocketTimeoutError):
+        elif isinstance(exc, ReadTimeout):
             what = f"sent nothing for {t.first_byte:g}s (timeouts.first_byte)"
         else:
             what = f"did not answer within {t.total:g}s (timeouts.total)"
         return self._error(UpstreamTimeout, model, f"{model}: {self.provider} {what}")
 
     def _connection_error(self, cls: type[ProviderError], model: str, exc: BaseException) -> ProviderError:
-        if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc, ConnectError):
             what = (
-                f"cannot connect to {self.provider} at {exc.host}:{exc.port}: {exc.os_error.strerror or exc}"
+                f"cannot connect to {self.provider} at {exc.host}:{exc.port}: "
+                f"{exc.os_error.strerror or exc.os_error}"
             )
-        elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        elif isinstance(exc, Disconnected):
             what = f"{self.provider} closed the connection"
-        elif isinstance(exc, aiohttp.ClientPayloadError):
+        elif isinstance(exc, PayloadError):
             what = f"the answer from {self.provider} was cut off"
         else:
             what = f"connection to {self.provider} failed: {type(exc).__name__}: {exc}"
