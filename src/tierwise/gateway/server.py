@@ -348,7 +348,11 @@ class _Connection(asyncio.Protocol):
         # Parsed requests waiting for their turn; a refusal waits as (error, the path it was for).
         self._pending: deque[Request | tuple[RequestError, str | None]] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the end of a lingering close
+        # When the connection last fell idle, or its request began while idle: the server's sweep
+        # closes it past KEEPALIVE_S idle, or past HEAD_TIMEOUT_S with a request head unfinished
+        # (a timestamp per request is cheaper than a timer re-armed per request).
+        self.since = self._loop.time()
         self._in_message = False
         self._head_done = False
         self._broken = False  # a request could not be parsed: nothing after it is read
@@ -366,12 +370,11 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         self._server.connections.add(self)
-        self._arm(KEEPALIVE_S)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
         self._server.connections.discard(self)
-        self._disarm()
+        self._cancel_timer()
         self._pending.clear()
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
@@ -419,7 +422,7 @@ class _Connection(asyncio.Protocol):
         self._body_size = 0
         self._head_done = False
         if self._task is None and not self._pending:
-            self._arm(HEAD_TIMEOUT_S)
+            self.since = self._loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -438,8 +441,6 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._head_done = True
-        if self._task is None and not self._pending:
-            self._disarm()
         limit = self._app.max_body_bytes
         for name, value in self._headers:
             lowered = name.lower()
@@ -523,7 +524,7 @@ class _Connection(asyncio.Protocol):
             return
         if self._paused_reading:
             self._resume_reading()
-        self._arm(HEAD_TIMEOUT_S if self._in_message else KEEPALIVE_S)
+        self.since = self._loop.time()
 
     async def _answer(self, request: Request) -> None:
         self.keep_alive = request.keep_alive and not self.closing and not self._client_done
@@ -617,7 +618,7 @@ class _Connection(asyncio.Protocol):
             self._close()
             return
         transport.write_eof()
-        self._disarm()
+        self._cancel_timer()
         self._timer = self._loop.call_later(_LINGER_S, self._close)
         self._resume_reading()
 
@@ -639,23 +640,22 @@ class _Connection(asyncio.Protocol):
             self._paused_reading = False
             self.transport.resume_reading()
 
-    def _arm(self, after_s: float) -> None:
-        self._disarm()
-        self._timer = self._loop.call_later(after_s, self._idle_out)
-
-    def _disarm(self) -> None:
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _idle_out(self) -> None:
-        # An idle keep-alive connection, or headers that never finished: nothing in flight to lose.
-        self._timer = None
-        if self._task is None and not (self._in_message and self._head_done):
-            self._close()
+    def timed_out(self, now: float) -> bool:
+        """Idle past KEEPALIVE_S, or a request head unfinished past HEAD_TIMEOUT_S: nothing in
+        flight to lose by closing it."""
+        if self._task is not None or self._pending or self.closed:
+            return False
+        if not self._in_message:
+            return now - self.since > KEEPALIVE_S
+        return not self._head_done and now - self.since > HEAD_TIMEOUT_S
 
     def _close(self) -> None:
-        self._disarm()
+        self._cancel_timer()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
@@ -676,6 +676,7 @@ class Server:
         self.connections: set[_Connection] = set()
         self.in_flight = 0
         self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._started = False
         self.port = 0  # the port listened on, once started (the one chosen, for port 0)
 
@@ -688,12 +689,23 @@ class Server:
             lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close the connections idle or stalled past their time, checking a few times a second."""
+        while True:
+            await asyncio.sleep(min(1.0, KEEPALIVE_S / 4, HEAD_TIMEOUT_S / 4))
+            now = self.loop.time()
+            for conn in [c for c in self.connections if c.timed_out(now)]:
+                conn._close()
 
     async def stop(self, timeout: float) -> None:
         """Stop listening, run the stop hooks, let the requests in flight finish for up to ``timeout``
         seconds (cancelled after that), close every connection, then run the cleanup hooks."""
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for hook in self.app.on_shutdown:
             await hook(self.app)
         for conn in list(self.connections):
