@@ -10,13 +10,14 @@ request): a crash of the machine itself, or a power cut, can lose what the kerne
 back — as it can the last commits of SQLite with ``synchronous=NORMAL``.
 
 The journal is a few files ``journal-<ns>-<pid>.jsonl`` in the spill directory, each held by its
-process with an exclusive ``flock`` as long as it lives. Each time the writer takes a batch from the
-queue it seals the part being appended to (rows recorded from then on go to another part); a sealed
-part is retired once every row queued before the seal is in the store or set aside in the spill, and
-deleted in a worker thread: deleting (or truncating) a file whose pages the kernel is writing back can
-wait for the disk, and the event loop must not. So the event loop only appends, and creates one part
-per batch the writer takes. ``close`` deletes every part: by then each accepted row is written or
-spilled.
+process with an exclusive ``flock`` as long as it lives. When the writer takes a batch from the
+queue it seals the part being appended to (rows recorded from then on go to another part) if that
+part holds ``PART_BYTES`` or is ``PART_S`` old, or a flush is waiting; a sealed part is retired once
+every row queued before the seal is in the store or set aside in the spill, and deleted in a worker
+thread: deleting (or truncating) a file whose pages the kernel is writing back can wait for the disk,
+and the event loop must not. So the event loop only appends, and creates a part a second or so (one
+per batch cost ~4 system calls a batch). ``close`` deletes every part: by then each accepted row is
+written or spilled.
 
 A part no living process holds was left by one that was killed: ``adopt`` (run by ``start``, and every
 ``ADOPT_EVERY_S`` while serving) cuts it back to whole lines and renames it into a spill segment, which
@@ -38,15 +39,19 @@ from pathlib import Path
 PREFIX = "journal-"
 # A living process looks for parts killed neighbours left in a shared directory this often.
 ADOPT_EVERY_S = 10.0
+# A part is sealed (and retired once its rows are written) when it holds this much, or is this old.
+PART_BYTES = 256 * 1024
+PART_S = 1.0
 
 
 class _Part:
-    __slots__ = ("fd", "path", "size")
+    __slots__ = ("born", "fd", "path", "size")
 
     def __init__(self, fd: int, path: Path) -> None:
         self.fd = fd
         self.path = path
         self.size = 0
+        self.born = time.monotonic()
 
 
 class Journal:
@@ -88,11 +93,16 @@ class Journal:
             raise
         part.size += len(line)
 
-    def seal(self, queued: int) -> None:
-        """Rows recorded from now on go to another part; the one being appended to is retired once the
-        first ``queued`` rows put on the queue are written or spilled."""
+    def seal(self, queued: int, *, now: bool = False) -> None:
+        """Rows recorded from now on go to another part, if the one being appended to is large or old
+        enough (or ``now``); that one is retired once the first ``queued`` rows put on the queue are
+        written or spilled."""
         part = self._open
-        if part is not None and part.size:
+        if (
+            part is not None
+            and part.size
+            and (now or part.size >= PART_BYTES or time.monotonic() - part.born >= PART_S)
+        ):
             self._sealed.append((part, queued))
             self._open = None
 

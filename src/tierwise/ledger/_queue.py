@@ -411,23 +411,25 @@ class WriteBehindLedger:
         if queue.qsize() < BATCH_SIZE and not self._hurry.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), LINGER_S)
+        hurried = self._hurry.is_set()
         if not self._closed:
             self._hurry.clear()
-        self._seal_journal()
+        self._seal_journal(now=hurried)
         self._fill(batch)
         return batch
 
     def _take_queued(self) -> list[LedgerRow]:
         batch: list[LedgerRow] = []
-        self._seal_journal()
+        self._seal_journal(now=True)
         self._fill(batch)
         return batch
 
-    def _seal_journal(self) -> None:
+    def _seal_journal(self, *, now: bool) -> None:
         # Just before taking rows off the queue: rows recorded from now on go to a part of their own,
-        # so that this one can be retired once what is queued now is written.
+        # so that this one can be retired once what is queued now is written. Under steady load a
+        # part takes a second's rows; a flush (``now``) seals at once, so that it leaves no part behind.
         if self._journal is not None:
-            self._journal.seal(self._queued)
+            self._journal.seal(self._queued, now=now)
 
     def _settle(self, rows: int) -> None:
         """The next ``rows`` queued rows (oldest first) are written, spilled or dead-lettered."""
