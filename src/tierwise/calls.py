@@ -83,8 +83,11 @@ async def call_once(
         outcome.attempts.append(attempt)
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout_s):
+        if timeout_s is None:  # the common case: the provider's own timeouts bound the call
             completion = await provider.complete(UpstreamCall(model, body, request_id))
+        else:
+            async with asyncio.timeout(timeout_s):
+                completion = await provider.complete(UpstreamCall(model, body, request_id))
     except ProviderError as exc:
         attempt.latency_ms = elapsed_ms(started)
         attempt.status, attempt.http_status, attempt.error = type(exc).__name__, exc.status, exc.message
