@@ -180,13 +180,15 @@ class Response:
 
 
 class StreamResponse:
-    """A response whose body is written as it is produced: ``prepare`` sends the head, ``write`` a
-    piece (waiting while the client reads slowly), ``write_eof`` the last piece and the end.
+    """A response whose body is written as it is produced: ``prepare`` makes the head, ``write``
+    sends a piece (waiting while the client reads slowly), ``write_eof`` the last piece and the end.
+    The head goes out with the first piece, in the same write: the gateway prepares a stream when its
+    first piece is ready, and a system call less per stream is worth it.
 
     Chunked to an HTTP/1.1 client; to an HTTP/1.0 client the body ends when the connection closes.
     A write after the client went away raises ConnectionResetError."""
 
-    __slots__ = ("_chunked", "_conn", "_ended", "headers", "status")
+    __slots__ = ("_chunked", "_conn", "_ended", "_head", "headers", "status")
 
     def __init__(self, *, status: int = 200, headers: dict[str, str] | None = None) -> None:
         self.status = status
@@ -194,6 +196,7 @@ class StreamResponse:
         self._conn: _Connection | None = None
         self._chunked = True
         self._ended = False
+        self._head = b""  # made by prepare, not sent yet
 
     async def prepare(self, request: Request) -> None:
         conn = request._conn
@@ -203,15 +206,8 @@ class StreamResponse:
         if not self._chunked or conn.closing:
             conn.keep_alive = False
         content_type = self.headers.pop("Content-Type", None)
-        conn.write(
-            _head(
-                self.status,
-                content_type,
-                None,
-                self.headers,
-                keep_alive=conn.keep_alive,
-                chunked=self._chunked,
-            )
+        self._head = _head(
+            self.status, content_type, None, self.headers, keep_alive=conn.keep_alive, chunked=self._chunked
         )
         conn.response_started = True
 
@@ -220,7 +216,10 @@ class StreamResponse:
         assert conn is not None, "prepare() first"
         if not data:
             return
-        conn.write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+        piece = b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
+        if self._head:
+            piece, self._head = self._head + piece, b""
+        conn.write(piece)
         await conn.drain()
 
     async def write_eof(self, data: bytes = b"") -> None:
@@ -230,9 +229,13 @@ class StreamResponse:
             return
         self._ended = True
         if self._chunked:
-            conn.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n")
-        elif data:
-            conn.write(data)
+            piece = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
+        else:
+            piece = data
+        if self._head:
+            piece, self._head = self._head + piece, b""
+        if piece:
+            conn.write(piece)
         await conn.drain()
 
 
@@ -551,6 +554,8 @@ class _Connection(asyncio.Protocol):
         if isinstance(response, StreamResponse):
             if not self.response_started:  # never prepared: an empty answer
                 self._write_response(Response(b"", status=response.status, headers=response.headers), False)
+            elif not response._ended and response._head and not self.closed:  # prepared, never written
+                self.write(response._head + (b"0\r\n\r\n" if response._chunked else b""))
             elif response._chunked and not response._ended:  # the handler returned mid-body
                 self.keep_alive = False
             return
