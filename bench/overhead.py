@@ -152,6 +152,7 @@ class Server:
     ) -> None:
         self.name = name
         self.port = port
+        self.cpus = cpus
         self.log = logdir / f"{name}.log"
         path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "PYTHONPATH": path, "TIERWISE_BENCH_KEY": KEY, **(env or {})}
@@ -185,11 +186,20 @@ class Server:
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
+                self._check_pinned()
                 return
             time.sleep(0.05)
         raise RuntimeError(
             f"{self.name} did not listen on port {self.port} within {timeout} s:\n{self.tail()}"
         )
+
+    def _check_pinned(self) -> None:
+        # A server on the wrong CPUs makes every figure of the run wrong, silently: refuse to measure.
+        if self.cpus and os.sched_getaffinity(self.proc.pid) != self.cpus:
+            raise RuntimeError(
+                f"{self.name} runs on CPUs {sorted(os.sched_getaffinity(self.proc.pid))}, "
+                f"not {sorted(self.cpus)} as planned"
+            )
 
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -229,9 +239,15 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+# The CPUs this process may use when it starts: the benchmark pins itself to the load generator's
+# CPU, and a plan made after that from its own affinity would put every server on that one CPU too.
+_CPUS = sorted(os.sched_getaffinity(0))
+
+
 def cpu_plan(pin: bool) -> tuple[set[int] | None, set[int] | None, set[int] | None]:
-    """CPUs for (load generator, upstream, system under test): the system under test alone when possible."""
-    cpus = sorted(os.sched_getaffinity(0))
+    """CPUs for (load generator, upstream, system under test): the system under test alone when possible.
+    The same plan however often it is asked for, before or after the load generator is pinned."""
+    cpus = _CPUS
     if not pin or len(cpus) < 2:
         return None, None, None
     if len(cpus) == 2:
