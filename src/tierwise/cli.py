@@ -53,9 +53,10 @@ def _serve(args: argparse.Namespace) -> int:
     runner_loop = loop_factory() if loop_factory else asyncio.new_event_loop()
     asyncio.set_event_loop(runner_loop)
     # A request allocates a few hundred objects, nearly all freed by reference counting; at the default
-    # threshold (700 allocations) the cyclic collector ran every few requests, for ~15% of the CPU
-    # (bench/overhead.py). The process is the gateway's alone: cyclic garbage may wait for 50,000.
-    gc.set_threshold(50_000, 50, 100)
+    # threshold (700 allocations) the cyclic collector ran every few requests, for ~5% of the CPU at
+    # c=10 (bench/overhead.py's load). The process is the gateway's alone: cyclic garbage may wait for
+    # 10,000 allocations (50,000 saved no more).
+    gc.set_threshold(10_000, 50, 100)
     # Stops on SIGINT/SIGTERM, lets in-flight requests finish, then runs on_cleanup, which flushes the
     # ledger: a graceful stop loses no row.
     server.run(app, host=args.host, port=args.port, shutdown_timeout=args.shutdown_timeout, loop=runner_loop)
