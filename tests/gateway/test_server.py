@@ -348,3 +348,17 @@ async def test_a_stop_that_cannot_wait_answers_503() -> None:
     status, headers, body = await read_response(reader)
     assert status == 503 and headers["connection"] == "close"
     assert orjson.loads(body)["error"]["type"] == "server_error"
+
+
+async def test_a_request_still_arriving_when_the_stop_begins_is_answered() -> None:
+    server = Server(build_app())
+    await server.start("127.0.0.1", 0)
+    reader, writer = await connect(server)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
+    await asyncio.sleep(0.05)
+    stopping = asyncio.create_task(server.stop(5.0))
+    await asyncio.sleep(0.05)
+    writer.write(b"world")  # the rest of its body, after the stop began
+    status, headers, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["size"] == 10 and headers["connection"] == "close"
+    await stopping

@@ -705,8 +705,9 @@ class Server:
                 conn._close()
 
     async def stop(self, timeout: float) -> None:
-        """Stop listening, run the stop hooks, let the requests in flight finish for up to ``timeout``
-        seconds (cancelled after that), close every connection, then run the cleanup hooks."""
+        """Stop listening, run the stop hooks, let the requests in flight (and those still arriving)
+        finish for up to ``timeout`` seconds (cancelled after that), close every connection, then run
+        the cleanup hooks. Each answer written meanwhile says ``Connection: close``."""
         if self._server is not None:
             self._server.close()
         if self._sweeper is not None:
@@ -715,13 +716,26 @@ class Server:
             await hook(self.app)
         for conn in list(self.connections):
             conn.stop()
-        tasks = [conn._task for conn in self.connections if conn._task is not None]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+        # Until no handler runs and no request is half received (its last bytes start one more handler,
+        # and it is answered too), for ``timeout`` at most. No await between the last look and the
+        # closing below, so no handler starts unseen.
+        deadline = self.loop.time() + timeout
+        while True:
+            tasks = [conn._task for conn in self.connections if conn._task is not None]
+            arriving = any(conn._in_message and not conn.closed for conn in self.connections)
+            if not tasks and not arriving:
+                break
+            left = deadline - self.loop.time()
+            if left <= 0:
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    await asyncio.wait(tasks, timeout=1.0)
+                break
+            if tasks:
+                await asyncio.wait(tasks, timeout=min(left, 0.05) if arriving else left)
+            else:
+                await asyncio.sleep(min(left, 0.05))
         for conn in list(self.connections):
             conn._close()
         if self._server is not None:
