@@ -311,7 +311,7 @@ def _encode(row: LedgerRow) -> tuple[Any, ...]:
         *_rows.row_values(row),
         _rows.dumps(row.features).decode(),
         _rows.dumps(row.decision).decode(),
-        _rows.dumps(_rows.attempts_to_json(row.attempts)).decode(),
+        _rows.dumps(row.attempts).decode(),  # orjson writes each Attempt's fields, as attempts_to_json
         None if row.prompt is None else _rows.dumps(row.prompt).decode(),
     )
 
