@@ -20,7 +20,7 @@ TierwiseError
     └── StreamInterrupted        the upstream stream broke after it had started
 ```
 
-Foreign exceptions (aiohttp, asyncpg, redis …) are translated where they are raised, so dispatch
+Foreign exceptions (the HTTP client's, asyncpg, redis …) are translated where they are raised, so dispatch
 chooses between retry, fallback and failure by class alone. Messages never carry secrets.
 """
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import orjson
@@ -362,3 +364,15 @@ async def test_a_request_still_arriving_when_the_stop_begins_is_answered() -> No
     status, headers, body = await read_response(reader)
     assert status == 200 and orjson.loads(body)["size"] == 10 and headers["connection"] == "close"
     await stopping
+
+
+def test_the_gateway_needs_no_aiohttp() -> None:
+    # aiohttp is a dependency of the tests and benchmarks only (their fake upstreams and load generator).
+    code = (
+        "import sys, tierwise.cli, tierwise.gateway.app, tierwise.gateway.server, tierwise.router, "
+        "tierwise.http, tierwise.providers.openai, tierwise.providers.anthropic, tierwise.estimate.sample; "
+        "print('aiohttp' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
