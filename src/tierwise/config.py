@@ -463,13 +463,14 @@ class StorageConfig(_Frozen):
     each appends to a segment it alone holds). ``spill_max_bytes`` bounds it (0: no spill; rows the
     store cannot take are then lost, and counted).
 
-    ``journal`` (on by default): each row is appended to a journal file in the spill directory (one
-    plain ``write()``, no fsync) before its answer is sent, and dropped once the row is in the store; a
-    process killed before then (SIGKILL, OOM) leaves it, and the next start with the same spill
-    directory — or a living replica sharing it, within 10 s — writes its rows, each once. So a kill
+    ``journal`` (on by default): each row is appended to a journal file in the spill directory (a
+    memory-mapped file: a copy into the page cache, no fsync) before its answer is sent, and dropped
+    once the row is in the store; a process killed before then (SIGKILL, OOM) leaves it, and the next
+    start with the same spill directory — or a living replica sharing it, within 10 s — writes its
+    rows, each once. So a kill
     loses no answered request's row (a machine crash or power cut can lose the last few seconds, as it
     can the store's own last commits). Share a spill directory only between processes of one ledger:
-    what one leaves, another writes into its own store. The journal costs about 15–18 µs of CPU per row
+    what one leaves, another writes into its own store. The journal costs about 8 µs of CPU per row
     (``python bench/journal.py``); ``false`` turns it off, and a kill then loses the rows of the answers
     sent in the last ~50 ms (the write batching) and of any the queue still held."""
 
