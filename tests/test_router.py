@@ -98,3 +98,19 @@ def test_a_prompt_the_replay_fleet_does_not_know_says_so_once() -> None:
     assert message.count("a replay fleet answers only the 300 prompts recorded in arena-bench-v1") == 1
     assert "tierwise serve --config examples/tierwise.yaml" in message
     assert info.value.status == 400
+
+
+async def test_observe_after_answer_takes_metrics_once_the_request_has_returned(tmp_path: Path) -> None:
+    # The gateway's setting: the ledger row before the answer, the metrics and access log just after.
+    router, ups = await make_router(tmp_path)
+    router.observe_after_answer = True
+    async with router:
+        assert router.metrics is not None
+        await router.acomplete(CLASSIFY)
+        assert b"tierwise_requests_total{" not in router.metrics.exposition()  # not yet: queued
+        await asyncio.sleep(0)  # one turn of the loop: what was queued with the answer runs
+        assert b'tierwise_requests_total{model="draft-1"' in router.metrics.exposition()
+        await router.ledger.flush()
+        assert len(await router.ledger.fetch()) == 1
+    for up in ups.values():
+        await up.stop()

@@ -276,6 +276,9 @@ class Router:
         # Through ``logging`` unless the host swaps in another (tierwise serve: StreamAccessLog).
         level = config.server.access_log
         self.access_log: AccessLog | None = LoggerAccessLog(level) if level != "off" else None
+        # The HTTP gateway sets it: its answer is written in the same step of the event loop that
+        # records the row, so a callback queued then runs once the answer has gone (see _record).
+        self.observe_after_answer = False
         self._counterfactual = config.counterfactual()
         self._largest = max(config.models, key=lambda m: m.context_window)
         self._fleet = {m.name: m for m in config.models}
@@ -640,14 +643,25 @@ class Router:
         return row
 
     async def _record(self, row: LedgerRow, traceparent: str | None = None) -> None:
-        """A request's row into the ledger, the metrics, the access log and its trace."""
+        """A request's row into the ledger, the metrics, the access log and its trace. The ledger
+        first, before the answer goes out (its journal is what a kill cannot take); with
+        ``observe_after_answer`` the rest runs just after the answer is written, off its latency."""
         await self.ledger.record(row)
-        if self.metrics is not None:
-            self.metrics.observe(row)
-        if self.tracing is not None:
-            self.tracing.record(row, traceparent)
-        if self.access_log is not None:
-            self.access_log.write(row)
+        if self.observe_after_answer:
+            asyncio.get_running_loop().call_soon(self._observe, row, traceparent)
+        else:
+            self._observe(row, traceparent)
+
+    def _observe(self, row: LedgerRow, traceparent: str | None) -> None:
+        try:
+            if self.metrics is not None:
+                self.metrics.observe(row)
+            if self.tracing is not None:
+                self.tracing.record(row, traceparent)
+            if self.access_log is not None:
+                self.access_log.write(row)
+        except Exception:  # what is observed of a request never fails it (its row is in the ledger)
+            log.exception("observing request %s failed", row.id)
 
     # -- feedback --
 

@@ -499,6 +499,8 @@ def create_app(router: Router, *, close_router: bool = True, shutdown_timeout: f
     are ended with a ``stream_interrupted`` error event, so no client mistakes a cut stream for a
     complete one."""
     app = App(max_body_bytes=router.config.server.max_body_bytes, error_response=error_response)
+    # Metrics, traces and the access log after each answer is written, not before (see Router._record).
+    router.observe_after_answer = True
     app[ROUTER_KEY] = router
     app[CREATED_KEY] = int(time.time())
     app[STREAMS_KEY] = set()
