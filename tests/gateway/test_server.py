@@ -1,6 +1,6 @@
-"""The gateway's HTTP/1.1 server (gateway/server.py) at the byte level, over raw loopback sockets:
-keep-alive and pipelining, body limits, malformed requests, Expect: 100-continue, HTTP/1.0, HEAD,
-streamed answers, timeouts and the graceful stop."""
+"""The gateway's HTTP/1.1 server (gateway/server.py, gateway/web.py) at the byte level, over raw
+loopback sockets: keep-alive and pipelining, body limits, malformed requests, Expect: 100-continue,
+HTTP/1.0, HEAD, streamed answers, timeouts and the graceful stop."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import pytest
 from tierwise.errors import RequestError
 from tierwise.gateway import server as server_module
 from tierwise.gateway.responses import error_response
-from tierwise.gateway.server import App, Request, Response, Server, StreamResponse
+from tierwise.gateway.server import Server
+from tierwise.gateway.web import App, Request, Response, StreamResponse
 
 LIMIT = 1000
 
@@ -369,7 +370,8 @@ async def test_a_request_still_arriving_when_the_stop_begins_is_answered() -> No
 def test_the_gateway_needs_no_aiohttp() -> None:
     # aiohttp is a dependency of the tests and benchmarks only (their fake upstreams and load generator).
     code = (
-        "import sys, tierwise.cli, tierwise.gateway.app, tierwise.gateway.server, tierwise.router, "
+        "import sys, tierwise.cli, tierwise.gateway.app, tierwise.gateway.server, tierwise.gateway.web, "
+        "tierwise.router, "
         "tierwise.http, tierwise.providers.openai, tierwise.providers.anthropic, tierwise.estimate.sample; "
         "print('aiohttp' in sys.modules)"
     )

@@ -14,7 +14,7 @@ from ..errors import AccessDenied, RequestError
 from ..router import Router
 from .auth import presented_key
 from .responses import json_response
-from .server import App, Request, Response
+from .web import App, Request, Response
 
 
 def add_routes(app: App, router: Router) -> None:

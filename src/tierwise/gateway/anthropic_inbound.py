@@ -20,7 +20,7 @@ from ..providers.base import Chunk
 from ..router import RoutedStream
 from ..validation import check_count, check_json_shape, field_error
 from .responses import error_response
-from .server import Response
+from .web import Response
 
 # OpenAI finish_reason → Anthropic stop_reason: the outbound table read backwards (reversed, so that
 # of several Anthropic names for one OpenAI reason the first listed wins: "stop" → "end_turn").

@@ -34,7 +34,7 @@ from .responses import (
     sse_frame,
     tierwise_headers,
 )
-from .server import App, Request, Response, StreamResponse
+from .web import App, Request, Response, StreamResponse
 
 log = logging.getLogger("tierwise.gateway")
 

@@ -30,7 +30,7 @@ from ..ledger.base import LedgerRow
 from ..report import summarize
 from ..router import Router
 from .responses import json_response
-from .server import App, Request, Response
+from .web import App, Request, Response
 
 ROUTER = "dashboard_router"  # the App state key of the Router
 MAX_ROWS = 100_000

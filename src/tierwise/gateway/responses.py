@@ -17,7 +17,7 @@ from ..errors import (
     TierwiseError,
 )
 from ..policy.engine import Decision
-from .server import Response
+from .web import Response
 
 SSE_DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
