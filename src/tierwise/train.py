@@ -75,6 +75,36 @@ class FleetModel:
     def price(self) -> float:
         return self.input_per_mtok + self.output_per_mtok
 
+    def to_json(self) -> dict[str, Any]:
+        """The model's entry in an artefact's ``models`` (each router adds fields of its own)."""
+        return {
+            "name": self.name,
+            "upstream": self.upstream,
+            "price": {"input_per_mtok": self.input_per_mtok, "output_per_mtok": self.output_per_mtok},
+        }
+
+
+def ordered_fleet(models: Sequence[FleetModel], reference: str) -> tuple[list[FleetModel], int]:
+    """The fleet cheapest first (the reference first among equal prices), and the reference's index.
+    ConfigError when the reference is not in it."""
+    ordered = sorted(models, key=lambda m: (m.price, m.name != reference))
+    names = [m.name for m in ordered]
+    if reference not in names:
+        raise ConfigError(
+            f"tierwise train: reference model {reference!r} is not in the fleet ({', '.join(names)})"
+        )
+    return ordered, names.index(reference)
+
+
+def check_enough_prompts(texts: Sequence[str], inner_folds: int) -> None:
+    """ConfigError unless there are 5 distinct prompts per inner fold at least."""
+    units = len(set(texts))
+    if units < 5 * inner_folds:
+        raise ConfigError(
+            f"tierwise train: {units} distinct prompts are too few for {inner_folds}-fold selection and "
+            f"calibration; give at least {5 * inner_folds}"
+        )
+
 
 @dataclass(slots=True)
 class TrainingSet:
@@ -433,21 +463,11 @@ def train_router(
 ) -> Trained:
     """Select, calibrate and fit a router for ``models`` (any order; stored cheapest first)."""
     _sklearn()
-    ordered = sorted(models, key=lambda m: (m.price, m.name != reference))
+    ordered, ref = ordered_fleet(models, reference)
     names = [m.name for m in ordered]
-    if reference not in names:
-        raise ConfigError(
-            f"tierwise train: reference model {reference!r} is not in the fleet ({', '.join(names)})"
-        )
-    ref = names.index(reference)
     ts = build_training_set(datasets, ordered, embedder, exclude_texts=exclude_texts)
     weak = _weak_index(ts, ref)
-    units = len(set(ts.texts))
-    if units < 5 * inner_folds:
-        raise ConfigError(
-            f"tierwise train: {units} distinct prompts are too few for {inner_folds}-fold selection and "
-            f"calibration; give at least {5 * inner_folds}"
-        )
+    check_enough_prompts(ts.texts, inner_folds)
     folds = kfold(ts.texts, inner_folds, seed=seed)
     comparison: list[dict[str, Any]] = []
     best: tuple[float, int, np.ndarray] | None = None
@@ -470,15 +490,7 @@ def train_router(
     calibration = calibrate(oof, ts, ref)
     target = default_target or DEFAULT_TARGET
     arrays = fit_family(family, params, ts, np.arange(len(ts)), seed=seed)
-    fleet = [
-        {
-            "name": m.name,
-            "upstream": m.upstream,
-            "price": {"input_per_mtok": m.input_per_mtok, "output_per_mtok": m.output_per_mtok},
-            "dataset_models": [mapping[m.name] for mapping in ts.mapping],
-        }
-        for m in ordered
-    ]
+    fleet = [{**m.to_json(), "dataset_models": [mapping[m.name] for mapping in ts.mapping]} for m in ordered]
     meta = {
         "feature_version": FEATURE_VERSION,
         "embedding": {"package": "wordllama==0.4.0.post1", "table": "l2_supercat_256", "dim": embedder.dim},

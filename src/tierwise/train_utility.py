@@ -48,7 +48,15 @@ from .policy.utility import (
     sweep,
     unit,
 )
-from .train import DEFAULT_TARGET, FleetModel, Trained, dataset_model, text_of
+from .train import (
+    DEFAULT_TARGET,
+    FleetModel,
+    Trained,
+    check_enough_prompts,
+    dataset_model,
+    ordered_fleet,
+    text_of,
+)
 
 # The families the evaluation compared from its first run; the order is the tie-break.
 SINGLE_FAMILIES: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -525,20 +533,9 @@ def train_utility_router(
     progress: Callable[[str], None] | None = None,
 ) -> Trained:
     """Select, calibrate and fit a utility router for ``models`` (stored cheapest first)."""
-    ordered = sorted(models, key=lambda m: (m.price, m.name != reference))
-    names = [m.name for m in ordered]
-    if reference not in names:
-        raise ConfigError(
-            f"tierwise train: reference model {reference!r} is not in the fleet ({', '.join(names)})"
-        )
-    ref = names.index(reference)
+    ordered, ref = ordered_fleet(models, reference)
     rows = build_rows(datasets, ordered, embedder, exclude_texts=exclude_texts)
-    units = len(set(rows.texts))
-    if units < 5 * inner_folds:
-        raise ConfigError(
-            f"tierwise train: {units} distinct prompts are too few for {inner_folds}-fold selection and "
-            f"calibration; give at least {5 * inner_folds}"
-        )
+    check_enough_prompts(rows.texts, inner_folds)
     cheapest = 0  # ordered by price
     hull = on_hull(rows.quality, rows.cost)
     hull[ref] = True  # the reference is always a choice: the quality end of the sweep
@@ -571,9 +568,7 @@ def train_utility_router(
         "choice_set": chosen.choice_set,
         "models": [
             {
-                "name": m.name,
-                "upstream": m.upstream,
-                "price": {"input_per_mtok": m.input_per_mtok, "output_per_mtok": m.output_per_mtok},
+                **m.to_json(),
                 "cost_from": "tokens" if rows.from_tokens[j] else "cost_usd",
                 "allowed": bool(allowed[j]),
             }
