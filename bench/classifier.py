@@ -23,14 +23,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from overhead import KEY, Server, cpu_plan, free_port, machine, run_measured, tierwise_config
+from overhead import KEY, Server, cells_json, cpu_plan, free_port, machine, run_measured, tierwise_config
 
 _PLACES = ("a lighthouse", "my old school", "a night market", "an airport lounge", "a ferry",
            "a forest cabin", "a rooftop garden", "a train station")  # fmt: skip
@@ -314,14 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for k in ("requests", "duration", "warmup", "rounds", "concurrency", "delays")
             },
             "reasons": measured["reasons"],
-            "rounds": {
-                s: {str(c): [asdict(cell) for cell in cells] for c, cells in by_c.items()}
-                for s, by_c in measured["rounds"].items()
-            },
-            "results": {
-                s: {str(c): asdict(cell) for c, cell in cells.items()}
-                for s, cells in measured["results"].items()
-            },
+            **cells_json(measured["rounds"], measured["results"]),
         }
         Path(args.json).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     return 0

@@ -747,6 +747,31 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
 table = _table  # for the other benchmarks in bench/ that import this one
 
 
+def driver_note(results: dict[str, dict[int, Cell]]) -> list[str]:
+    """The cells whose load generator's core was busy enough to set their pace, as one note line, or none."""
+    bound = [f"{LABELS[s]} at c={c}" for s, cells in results.items() if s != "upstream"
+             for c, cell in cells.items() if cell.driver_busy_pct >= DRIVER_BUSY_LIMIT]  # fmt: skip
+    if not bound:
+        return []
+    return [
+        f"note: the core of the load generator and the upstream was ≥ {DRIVER_BUSY_LIMIT}% busy for "
+        f"{', '.join(bound)}: there req/s is the load generator's limit, a lower bound of the system's."
+    ]
+
+
+def cells_json(
+    rounds: dict[str, dict[int, list[Cell]]], results: dict[str, dict[int, Cell]]
+) -> dict[str, Any]:
+    """Every measurement and the reported one of each cell, for a ``--json`` file."""
+    return {
+        "rounds": {
+            s: {str(c): [asdict(cell) for cell in cells] for c, cells in by_c.items()}
+            for s, by_c in rounds.items()
+        },
+        "results": {s: {str(c): asdict(cell) for c, cell in cells.items()} for s, cells in results.items()},
+    }
+
+
 def _busy_note(results: dict[str, dict[int, Cell]]) -> list[str]:
     """The cells other processes disturbed (their reported round too), as one note line, or none."""
     busy = [f"{LABELS[s]} at c={c} ({cell.other_busy_pct:.0f}%)" for s, cells in results.items()
@@ -778,18 +803,8 @@ def render(report: dict[str, Any]) -> str:
                 ]
             )
         lines += [f"\nconcurrency {c}", *_table(rows)]
-    bound = [
-        f"{LABELS[s]} at c={c}"
-        for s, cells in results.items()
-        if s != "upstream"
-        for c, cell in cells.items()
-        if cell.driver_busy_pct >= DRIVER_BUSY_LIMIT
-    ]
-    if bound:
-        lines.append(
-            f"\nnote: the core of the load generator and the upstream was ≥ {DRIVER_BUSY_LIMIT}% busy for "
-            f"{', '.join(bound)}: there req/s is the load generator's limit, a lower bound of the system's."
-        )
+    driver = driver_note(results)
+    lines += ["\n" + driver[0]] if driver else []
     lines += _busy_note(results)
     if "upstream" in results and "passthrough" in results:
         slow = [c for c in levels if results["upstream"][c].rps < 1.5 * results["passthrough"][c].rps]
@@ -1076,14 +1091,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         modes = {
             mode: {
-                "rounds": {
-                    s: {str(c): [asdict(cell) for cell in cells] for c, cells in by_c.items()}
-                    for s, by_c in measured["modes"][mode]["rounds"].items()
-                },
-                "results": {
-                    s: {str(c): asdict(cell) for c, cell in cells.items()}
-                    for s, cells in report["results"].items()
-                },
+                **cells_json(measured["modes"][mode]["rounds"], report["results"]),
                 "extra": report["extra"],
                 "ratios": report["ratios"],
             }

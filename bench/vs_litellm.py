@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ import orjson
 
 from overhead import (
     BODIES,
-    DRIVER_BUSY_LIMIT,
     HEADERS,
     KEY,
     OTHER_BUSY_LIMIT,
@@ -43,7 +41,9 @@ from overhead import (
     Cell,
     Server,
     best,
+    cells_json,
     cpu_plan,
+    driver_note,
     free_port,
     ledger_rows,
     machine,
@@ -339,13 +339,7 @@ def render(results: dict[str, dict[int, Cell]], extra: dict[str, Any], summary: 
     lines += ["", *table(rows, indent="")]
     hwm = ", ".join(f"{LABELS[s]} {extra[s]['peak_rss_mb_vmhwm']:.1f} MB" for s in ("tierwise", "litellm"))
     lines.append(f"\npeak RSS over the process's life (VmHWM): {hwm}")
-    bound = [f"{LABELS[s]} at c={c}" for s, cells in results.items() if s != "upstream"
-             for c, cell in cells.items() if cell.driver_busy_pct >= DRIVER_BUSY_LIMIT]  # fmt: skip
-    if bound:
-        lines.append(
-            f"note: the core of the load generator and the upstream was ≥ {DRIVER_BUSY_LIMIT}% busy for "
-            f"{', '.join(bound)}: there req/s is the load generator's limit, a lower bound of the system's."
-        )
+    lines += driver_note(results)
     busy = [f"{LABELS[s]} at c={c} ({cell.other_busy_pct:.0f}%)" for s, cells in results.items()
             for c, cell in cells.items() if not quiet(cell)]  # fmt: skip
     if busy:
@@ -403,14 +397,7 @@ def document(
                 "system_under_test": sut_cpus,
             },
             "configs": measured["configs"],
-            "rounds": {
-                s: {str(c): [asdict(cell) for cell in cells] for c, cells in by_c.items()}
-                for s, by_c in measured["rounds"].items()
-            },
-            "results": {
-                s: {str(c): asdict(cell) for c, cell in cells.items()}
-                for s, cells in measured["results"].items()
-            },
+            **cells_json(measured["rounds"], measured["results"]),
             "extra": measured["extra"],
             "summary": summary,
         }
