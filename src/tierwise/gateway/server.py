@@ -241,7 +241,6 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = request.keep_alive and not self.closing and not self._client_done
         self.response_started = False
         app = self._app
-        self._server.in_flight += 1
         try:
             response = await app.handle(request)
         except asyncio.CancelledError:
@@ -257,8 +256,6 @@ class _Connection(asyncio.Protocol):
                     head_only=False,
                 )
             raise
-        finally:
-            self._server.in_flight -= 1
         if isinstance(response, StreamResponse):
             if not self.response_started:  # never prepared: an empty answer
                 self._write_response(Response(b"", status=response.status, headers=response.headers), False)
@@ -387,7 +384,6 @@ class Server:
         self.app = app
         self.loop = asyncio.get_running_loop()
         self.connections: set[_Connection] = set()
-        self.in_flight = 0
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False

@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote
 
+import orjson
 from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from ..errors import RequestError, TierwiseError
@@ -137,18 +138,8 @@ class Request:
             self._query = MultiDictProxy(MultiDict(parse_qsl(self.query_string, keep_blank_values=True)))
         return self._query
 
-    @property
-    def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        return int(value) if value is not None and value.isdigit() else None
-
-    async def read(self) -> bytes:
-        return self.body
-
     async def json(self) -> Any:
         """The body parsed as JSON (ValueError if it is not)."""
-        import orjson
-
         return orjson.loads(self.body)
 
 
