@@ -9,6 +9,10 @@ and the message names the figure, what the report says and what the README says.
 (the two MMLU cross-validations, each about 25 minutes on two cores) are skipped unless ``--all``;
 ``--reuse`` checks against reports already in ``--out`` without running anything. Every run uses
 the CLI's defaults (seed 0, 1,000 bootstrap resamples), so the same command gives the same numbers.
+The library versions are pinned (``constraints.txt``) and so are OpenBLAS's kernels: by default it
+picks them by CPU, and its AVX-512 ones (an Intel Xeon) moved last digits of the GSM8K rows against its
+AVX2 ones (an AMD EPYC). Every run uses the Haswell (AVX2) kernels, which any x86-64 CPU of the last
+decade runs, unless ``OPENBLAS_CORETYPE`` says otherwise.
 A run whose plot the README shows (``Run.docs``) writes its report, plot and printed table
 (``table.txt``) to that folder under ``docs/eval/`` instead.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# OpenBLAS kernels every run uses (see the module docstring): the figures then agree across x86-64 CPUs.
+_BLAS_KERNELS = "Haswell"
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +351,8 @@ def run_eval(run: Run, out: Path) -> dict[str, Any]:
     flags = () if run.docs else ("--no-plot",)
     command = [sys.executable, "-m", "tierwise.cli", "eval", *run.args, *flags, "--out", target]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    env = {**os.environ, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", _BLAS_KERNELS)}
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
     if run.docs:
